@@ -1,0 +1,109 @@
+"""Building blocks shared by every contract: base models, identifiers, errors and replies."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CONTRACT_VERSION = 1
+
+#: Tenant ids are used as a NATS subject token and in object keys: lower-case, no dots.
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,31}$"
+#: Internal numbers (extensions) of employees, queues, IVR menus and conference rooms.
+INTERNAL_NUMBER_PATTERN = r"^[0-9]{2,8}$"
+#: E.164-like external numbers, as SPEC section 1 gives for mobiles.
+EXTERNAL_NUMBER_PATTERN = r"^\+?[1-9][0-9]{1,14}$"
+ENTITY_ID_PATTERN = r"^[a-z0-9]{8,32}$"
+
+TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
+InternalNumber = Annotated[str, StringConstraints(pattern=INTERNAL_NUMBER_PATTERN)]
+ExternalNumber = Annotated[str, StringConstraints(pattern=EXTERNAL_NUMBER_PATTERN)]
+EntityId = Annotated[str, StringConstraints(pattern=ENTITY_ID_PATTERN)]
+#: A routing target: a number of the tenant (2-8 digits, must exist) or an external number.
+Target = Annotated[str, StringConstraints(pattern=r"^(\+?[1-9][0-9]{1,14}|[0-9]{2,8})$")]
+SoundFileId = Annotated[str, StringConstraints(pattern=ENTITY_ID_PATTERN)]
+
+
+def is_internal_number(value: str) -> bool:
+    return re.fullmatch(INTERNAL_NUMBER_PATTERN, value) is not None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base of every contract model: unknown fields are refused, so typos surface as errors."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Message(Model):
+    """Base of every bus message: it carries the contract version and its tenant."""
+
+    version: int = CONTRACT_VERSION
+    tenant_id: TenantId
+
+
+class ErrorCode(StrEnum):
+    VALIDATION = "validation"  # a field is malformed (HTTP 422)
+    BAD_REQUEST = "bad_request"  # the request as a whole makes no sense (HTTP 400)
+    NOT_FOUND = "not_found"  # HTTP 404
+    CONFLICT = "conflict"  # duplicate number, still referenced (HTTP 409)
+    STALE_REVISION = "stale_revision"  # optimistic concurrency: someone else wrote first (409)
+    FORBIDDEN = "forbidden"  # HTTP 403
+    UNAVAILABLE = "unavailable"  # a dependency did not answer (HTTP 503)
+    INTERNAL = "internal"  # a bug; never caused by input (HTTP 500)
+
+
+class ErrorInfo(Model):
+    code: ErrorCode
+    message: str
+    field: str | None = None
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+class Reply(Model, Generic[T]):
+    """Every request/reply answer: either ``result`` or ``error``, never a bare exception."""
+
+    version: int = CONTRACT_VERSION
+    ok: bool
+    result: T | None = None
+    error: ErrorInfo | None = None
+
+
+class Page(Model, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class ServiceError(Exception):
+    """Raised by service logic; handlers turn it into an error reply."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.info = ErrorInfo(code=code, message=message, field=field, details=details or [])
+
+
+def error_from_reply(info: ErrorInfo) -> ServiceError:
+    return ServiceError(info.code, info.message, info.field, info.details)

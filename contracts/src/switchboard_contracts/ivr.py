@@ -1,0 +1,46 @@
+"""IVR menus (SPEC section 3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from .common import EntityId, InternalNumber, Model, SoundFileId, Target, TenantId
+
+
+class IvrAction(Model):
+    digits: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,10}$")]
+    target: Target
+
+
+class IvrMenuFields(Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    number: InternalNumber
+    note: Annotated[str, StringConstraints(max_length=1000)] = ""
+    greeting_sound_id: SoundFileId | None = None
+    actions: list[IvrAction] = Field(default_factory=list, max_length=100)
+    repeats: int = Field(default=3, ge=0, le=10)
+    timeout: int = Field(default=7, ge=1, le=60, description="Seconds to wait after the greeting.")
+    default_target: Target
+    allow_internal_dialing: bool = Field(
+        default=False, description="Callers may dial any internal number of the tenant."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_digits(self) -> IvrMenuFields:
+        seen: set[str] = set()
+        for action in self.actions:
+            if action.digits in seen:
+                raise ValueError(f"actions: digits {action.digits!r} appear twice")
+            seen.add(action.digits)
+        return self
+
+
+class IvrMenu(IvrMenuFields):
+    id: EntityId
+    tenant_id: TenantId
+    revision: int = 0
+    created_at: datetime
+    updated_at: datetime

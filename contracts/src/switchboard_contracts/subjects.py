@@ -1,0 +1,68 @@
+"""NATS subjects. The tenant is always a token; events are past tense and live on JetStream
+streams; request/reply subjects start with ``rpc.`` and lie outside every stream."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from .common import TenantId
+
+
+class EntityKind(StrEnum):
+    EMPLOYEE = "employee"
+    QUEUE = "queue"
+    IVR_MENU = "ivr_menu"
+    CONFERENCE_ROOM = "conference_room"
+
+
+class Change(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    GET = "get"
+    UPDATE = "update"
+    DELETE = "delete"
+    LIST = "list"
+
+
+#: JetStream stream holding every configuration change event of every tenant.
+CONFIG_EVENTS_STREAM = "PBX_CONFIG"
+CONFIG_EVENTS_SUBJECTS = ["pbx.*.config.>"]
+
+
+def config_event(tenant_id: TenantId, kind: str, change: Change) -> str:
+    """``pbx.<tenant>.config.<kind>.<created|updated|deleted>``; kind ``tenant`` included."""
+    return f"pbx.{tenant_id}.config.{kind}.{change.value}"
+
+
+def config_events_of(tenant_id: TenantId) -> str:
+    """Filter subject for one tenant's configuration events."""
+    return f"pbx.{tenant_id}.config.>"
+
+
+# Request/reply ---------------------------------------------------------------------------
+
+RPC_PREFIX = "rpc"
+
+
+def config_rpc(tenant_id: TenantId, kind: str, action: Action) -> str:
+    """``rpc.config.<tenant>.<kind>.<action>`` (kind: an EntityKind or ``tenant``)."""
+    return f"{RPC_PREFIX}.config.{tenant_id}.{kind}.{action.value}"
+
+
+#: Subscriber pattern for the config service (FastStream path parameters).
+CONFIG_RPC_PATTERN = RPC_PREFIX + ".config.{tenant_id}.{kind}.{action}"
+
+
+def config_snapshot(tenant_id: TenantId) -> str:
+    return f"{RPC_PREFIX}.config.{tenant_id}.snapshot"
+
+
+CONFIG_SNAPSHOT_PATTERN = RPC_PREFIX + ".config.{tenant_id}.snapshot"
+
+#: Operator-wide query: every tenant (no tenant token: it lists them).
+CONFIG_TENANT_LIST = f"{RPC_PREFIX}.config.tenants.list"
