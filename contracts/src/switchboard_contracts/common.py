@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 CONTRACT_VERSION = 1
 
@@ -19,13 +19,41 @@ INTERNAL_NUMBER_PATTERN = r"^[0-9]{2,8}$"
 EXTERNAL_NUMBER_PATTERN = r"^\+?[1-9][0-9]{1,14}$"
 ENTITY_ID_PATTERN = r"^[a-z0-9]{8,32}$"
 
-TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
-InternalNumber = Annotated[str, StringConstraints(pattern=INTERNAL_NUMBER_PATTERN)]
-ExternalNumber = Annotated[str, StringConstraints(pattern=EXTERNAL_NUMBER_PATTERN)]
-EntityId = Annotated[str, StringConstraints(pattern=ENTITY_ID_PATTERN)]
+
+def constrained(pattern: str, message: str, examples: list[str]) -> Any:
+    """A string type checked against ``pattern`` that fails with a readable ``message``
+    (the JSON schema still carries the pattern)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return Annotated[
+        str,
+        AfterValidator(check),
+        WithJsonSchema({"type": "string", "pattern": pattern, "examples": examples}),
+    ]
+
+
+TenantId = constrained(
+    TENANT_ID_PATTERN,
+    "must be 2-32 lower-case letters, digits or dashes, starting with a letter or digit",
+    ["acme"],
+)
+InternalNumber = constrained(INTERNAL_NUMBER_PATTERN, "must be 2 to 8 digits", ["101"])
+ExternalNumber = constrained(
+    EXTERNAL_NUMBER_PATTERN, "must be a phone number: an optional + and 2 to 15 digits", ["+79161234567"]
+)
+EntityId = constrained(ENTITY_ID_PATTERN, "is not a valid id", ["3f2a9c0d1b7e4f6a8c5d2e1f0a9b8c7d"])
 #: A routing target: a number of the tenant (2-8 digits, must exist) or an external number.
-Target = Annotated[str, StringConstraints(pattern=r"^(\+?[1-9][0-9]{1,14}|[0-9]{2,8})$")]
-SoundFileId = Annotated[str, StringConstraints(pattern=ENTITY_ID_PATTERN)]
+Target = constrained(
+    r"^(\+?[1-9][0-9]{1,14}|[0-9]{2,8})$",
+    "must be a tenant number (2 to 8 digits) or an external phone number",
+    ["102", "+79161234567"],
+)
+SoundFileId = constrained(ENTITY_ID_PATTERN, "is not a valid sound file id", ["5b0c7e2a9d1f4c3b"])
 
 
 def is_internal_number(value: str) -> bool:

@@ -7,13 +7,15 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from .common import EntityId, InternalNumber, Model, TenantId
+from .common import EntityId, InternalNumber, Model, TenantId, constrained
+
+Pin = constrained(r"^[0-9]{1,16}$", "PIN must be 1 to 16 digits (digits only)", ["4321"])
 
 
 class ConferenceRoomFields(Model):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     number: InternalNumber
-    pin: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,16}$")] | None = None
+    pin: Pin | None = None
 
 
 class ConferenceRoom(ConferenceRoomFields):

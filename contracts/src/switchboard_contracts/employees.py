@@ -15,14 +15,14 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
-    field_serializer,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
 from .common import EntityId, ExternalNumber, InternalNumber, Model, Target, TenantId
 
-SIP_PASSWORD_SPECIALS = "-_[]{}@;"
+SIP_PASSWORD_SPECIALS = "-_[]{}@;"  # noqa: S105 - the allowed special characters
 WEAK_PASSWORD_WORDS = (
     "password", "passw0rd", "admin", "secret", "qwerty", "123456", "1234", "12345",
     "letmein", "welcome", "asterisk", "pbx", "sip", "test", "changeme",

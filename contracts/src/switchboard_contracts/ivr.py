@@ -7,11 +7,13 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .common import EntityId, InternalNumber, Model, SoundFileId, Target, TenantId
+from .common import EntityId, InternalNumber, Model, SoundFileId, Target, TenantId, constrained
+
+Digits = constrained(r"^[0-9*#]{1,10}$", "digits must be 1 to 10 of 0-9, * and #", ["1", "*5"])
 
 
 class IvrAction(Model):
-    digits: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,10}$")]
+    digits: Digits
     target: Target
 
 

@@ -1,0 +1,46 @@
+"""What the config service publishes: change events on the PBX_CONFIG JetStream stream."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from pydantic import BaseModel
+from switchboard_contracts.subjects import CONFIG_EVENTS_STREAM, CONFIG_EVENTS_SUBJECTS
+
+STREAM_CONFIG = StreamConfig(
+    name=CONFIG_EVENTS_STREAM,
+    subjects=CONFIG_EVENTS_SUBJECTS,
+    storage=StorageType.FILE,
+    discard=DiscardPolicy.OLD,
+    max_age=30 * 24 * 3600,  # consumers that fall further behind start from a snapshot
+    duplicate_window=120,
+    description="Configuration change events of every tenant",
+)
+
+
+async def ensure_stream(broker: NatsBroker) -> None:
+    js = broker.connection.jetstream()
+    try:
+        await js.add_stream(config=STREAM_CONFIG)
+    except BadRequestError:
+        await js.update_stream(config=STREAM_CONFIG)
+
+
+class JetStreamEvents:
+    """EventSink over the broker: deduplicated by message id on the stream."""
+
+    def __init__(self, broker: NatsBroker) -> None:
+        self._broker = broker
+
+    async def publish(self, subject: str, event: BaseModel, msg_id: str) -> None:
+        await self._broker.publish(
+            event.model_dump(mode="json"),
+            subject,
+            stream=CONFIG_EVENTS_STREAM,
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+    async def last_sequence(self) -> int:
+        info = await self._broker.connection.jetstream().stream_info(CONFIG_EVENTS_STREAM)
+        return int(info.state.last_seq)

@@ -1,0 +1,90 @@
+"""Composition root of the config service: settings, broker, store, service, subscribers.
+Nothing happens at import; ``run()`` (the console script) or an ASGI server starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.middlewares import ExceptionMiddleware
+from faststream.nats import NatsBroker
+from pydantic import ValidationError
+from switchboard_contracts.errors import error_reply
+
+from . import handlers
+from .events import JetStreamEvents, ensure_stream
+from .sealing import Sealer
+from .service import ConfigService
+from .settings import Settings
+from .store import KvStore
+
+log = logging.getLogger("switchboard.config")
+
+
+def build_broker(settings: Settings) -> NatsBroker:
+    return NatsBroker(
+        settings.nats_url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=2,
+        middlewares=[ExceptionMiddleware(publish_handlers={ValidationError: lambda exc: error_reply(exc)})],
+    )
+
+
+async def connect_with_retry(broker: NatsBroker, url: str) -> None:
+    """Wait for NATS at start; later drops are handled by the client's reconnects."""
+    delay = 0.2
+    while True:
+        try:
+            await broker.connect()
+            return
+        except Exception as exc:
+            log.warning("NATS at %s not reachable (%s); retrying", url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def build_app(settings: Settings | None = None) -> AsgiFastStream:
+    settings = settings or Settings()
+    broker = build_broker(settings)
+    store = KvStore(settings.kv_bucket, settings.kv_replicas)
+    service = ConfigService(store, JetStreamEvents(broker), Sealer(settings.secret_key.get_secret_value()))
+    handlers.register(broker, service)
+
+    async def startup() -> None:
+        await connect_with_retry(broker, settings.nats_url)
+        await ensure_stream(broker)
+        await store.open(broker.connection.jetstream())
+        await service.load()
+        log.info("config service ready")
+
+    @get(include_in_schema=False)
+    async def liveness(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    @get(include_in_schema=False)
+    async def readiness(scope: Any) -> AsgiResponse:
+        connected = broker._connection is not None and broker.connection.is_connected
+        if connected and service.ready:
+            return AsgiResponse(b"ready", 200)
+        reason = b"nats disconnected" if not connected else b"loading configuration"
+        return AsgiResponse(reason, 503)
+
+    return AsgiFastStream(
+        broker,
+        on_startup=[startup],
+        asgi_routes=[("/healthz", liveness), ("/readyz", readiness)],
+    )
+
+
+def run() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings()
+    uvicorn.run(build_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run()
