@@ -40,7 +40,7 @@ WILDCARD = "*"
 
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", serialize_as_any=True)
     return value
 
 

@@ -36,7 +36,7 @@ READ_ONLY_FIELDS = ("id", "tenant_id", "revision", "created_at", "updated_at")
 
 
 class Store(Protocol):
-    def entries(self, prefix: str = ">") -> Any: ...
+    def entries(self, prefix: str = "") -> Any: ...
     async def create(self, key: str, value: bytes) -> int: ...
     async def update(self, key: str, value: bytes, last: int) -> int: ...
     async def delete(self, key: str, last: int | None = None) -> None: ...
@@ -222,7 +222,7 @@ class ConfigService:
         order: SortOrder = SortOrder.ASC,
         offset: int = 0,
         limit: int = 50,
-    ) -> Page[BaseModel]:
+    ) -> Page[Any]:
         fields = LIST_FIELDS[kind]
         sort_by = sort or "number"
         if sort_by not in fields:
@@ -248,7 +248,7 @@ class ConfigService:
 
         present.sort(key=sort_key, reverse=order is SortOrder.DESC)
         ordered = present + missing  # empty values last in both orders
-        return Page[BaseModel](
+        return Page[Any](
             items=ordered[offset : offset + limit], total=len(ordered), offset=offset, limit=limit
         )
 

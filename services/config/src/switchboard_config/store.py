@@ -95,13 +95,15 @@ class KvStore:
             raise RuntimeError("store not opened")
         return self._kv
 
-    async def entries(self, prefix: str = ">") -> AsyncIterator[Entry]:
-        """Every current value under a key filter (``>`` for all)."""
+    async def entries(self, prefix: str = "") -> AsyncIterator[Entry]:
+        """Every current value whose key starts with ``prefix``."""
         try:
-            keys = await self.kv.keys(filters=[prefix])
+            keys = await self.kv.keys()
         except NoKeysError:
             return
         for key in keys:
+            if not key.startswith(prefix):
+                continue
             try:
                 found = await self.kv.get(key)
             except KeyNotFoundError:

@@ -1,0 +1,63 @@
+"""The gateway's way to the services: request/reply over NATS with a deadline. A service that
+does not answer in time becomes a 503 with a clear body, never a hang or a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from faststream.nats import NatsBroker
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from switchboard_contracts.common import ErrorCode, ErrorInfo, error_from_reply
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class Bus:
+    def __init__(self, broker: NatsBroker, timeout: float) -> None:
+        self.broker = broker
+        self.timeout = timeout
+        self._connected = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self.broker.connection.is_connected
+
+    async def connect_forever(self) -> None:
+        """Connect in the background; until then requests get 503."""
+        delay = 0.2
+        while True:
+            try:
+                await self.broker.connect()
+                self._connected.set()
+                return
+            except Exception as exc:
+                log.warning("NATS not reachable (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def request(self, subject: str, body: dict[str, Any], service: str = "config") -> Any:
+        """Send a request; return the reply's result or raise its error as ServiceError."""
+        if not self.connected:
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the message bus is not reachable; retry shortly")
+        try:
+            reply = await self.broker.request(body, subject, timeout=self.timeout)
+        except (TimeoutError, NatsTimeout, NoRespondersError):
+            raise ApiError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                f"the {service} service did not answer within {self.timeout:g} s; retry shortly",
+                headers={"Retry-After": "2"},
+            ) from None
+        data = json.loads(reply.body)
+        if not isinstance(data, dict) or "ok" not in data:
+            log.error("malformed reply on %s", subject)
+            raise ApiError(502, ErrorCode.INTERNAL, f"the {service} service sent a malformed reply")
+        if not data["ok"]:
+            raise error_from_reply(ErrorInfo.model_validate(data["error"]))
+        return data["result"]
