@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 CONTRACT_VERSION = 1
 
@@ -20,40 +23,68 @@ EXTERNAL_NUMBER_PATTERN = r"^\+?[1-9][0-9]{1,14}$"
 ENTITY_ID_PATTERN = r"^[a-z0-9]{8,32}$"
 
 
-def constrained(pattern: str, message: str, examples: list[str]) -> Any:
-    """A string type checked against ``pattern`` that fails with a readable ``message``
-    (the JSON schema still carries the pattern)."""
-    compiled = re.compile(pattern)
+@dataclass(frozen=True)
+class Matches:
+    """Annotated metadata: the string must match ``pattern``, else ``message`` is the error
+    (instead of pydantic's regex dump). The JSON schema still carries the pattern."""
 
-    def check(value: str) -> str:
-        if not isinstance(value, str) or not compiled.fullmatch(value):
-            raise ValueError(message)
-        return value
+    pattern: str
+    message: str
+    examples: tuple[str, ...] = ()
 
-    return Annotated[
-        str,
-        AfterValidator(check),
-        WithJsonSchema({"type": "string", "pattern": pattern, "examples": examples}),
-    ]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        compiled = re.compile(self.pattern)
+        message = self.message
+
+        def check(value: str) -> str:
+            if not compiled.fullmatch(value):
+                raise ValueError(message)
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = self.pattern
+        if self.examples:
+            json_schema["examples"] = list(self.examples)
+        return json_schema
 
 
-TenantId = constrained(
-    TENANT_ID_PATTERN,
-    "must be 2-32 lower-case letters, digits or dashes, starting with a letter or digit",
-    ["acme"],
-)
-InternalNumber = constrained(INTERNAL_NUMBER_PATTERN, "must be 2 to 8 digits", ["101"])
-ExternalNumber = constrained(
-    EXTERNAL_NUMBER_PATTERN, "must be a phone number: an optional + and 2 to 15 digits", ["+79161234567"]
-)
-EntityId = constrained(ENTITY_ID_PATTERN, "is not a valid id", ["3f2a9c0d1b7e4f6a8c5d2e1f0a9b8c7d"])
+TenantId = Annotated[
+    str,
+    Matches(
+        TENANT_ID_PATTERN,
+        "must be 2-32 lower-case letters, digits or dashes, starting with a letter or digit",
+        ("acme",),
+    ),
+]
+InternalNumber = Annotated[str, Matches(INTERNAL_NUMBER_PATTERN, "must be 2 to 8 digits", ("101",))]
+ExternalNumber = Annotated[
+    str,
+    Matches(
+        EXTERNAL_NUMBER_PATTERN,
+        "must be a phone number: an optional + and 2 to 15 digits",
+        ("+79161234567",),
+    ),
+]
+EntityId = Annotated[
+    str, Matches(ENTITY_ID_PATTERN, "is not a valid id", ("3f2a9c0d1b7e4f6a8c5d2e1f0a9b8c7d",))
+]
 #: A routing target: a number of the tenant (2-8 digits, must exist) or an external number.
-Target = constrained(
-    r"^(\+?[1-9][0-9]{1,14}|[0-9]{2,8})$",
-    "must be a tenant number (2 to 8 digits) or an external phone number",
-    ["102", "+79161234567"],
-)
-SoundFileId = constrained(ENTITY_ID_PATTERN, "is not a valid sound file id", ["5b0c7e2a9d1f4c3b"])
+Target = Annotated[
+    str,
+    Matches(
+        r"^(\+?[1-9][0-9]{1,14}|[0-9]{2,8})$",
+        "must be a tenant number (2 to 8 digits) or an external phone number",
+        ("102", "+79161234567"),
+    ),
+]
+SoundFileId = Annotated[
+    str, Matches(ENTITY_ID_PATTERN, "is not a valid sound file id", ("5b0c7e2a9d1f4c3b",))
+]
 
 
 def is_internal_number(value: str) -> bool:
@@ -75,6 +106,18 @@ class Message(Model):
 
     version: int = CONTRACT_VERSION
     tenant_id: TenantId
+
+
+class StoredEntity(Model):
+    """What every stored telephony object has besides its own fields."""
+
+    id: EntityId
+    tenant_id: TenantId
+    name: str
+    number: str
+    revision: int = 0
+    created_at: datetime
+    updated_at: datetime
 
 
 class ErrorCode(StrEnum):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import StringConstraints
 
-from .common import EntityId, InternalNumber, Model, TenantId, constrained
+from .common import InternalNumber, Matches, Model, StoredEntity
 
-Pin = constrained(r"^[0-9]{1,16}$", "PIN must be 1 to 16 digits (digits only)", ["4321"])
+Pin = Annotated[str, Matches(r"^[0-9]{1,16}$", "PIN must be 1 to 16 digits (digits only)", ("4321",))]
 
 
 class ConferenceRoomFields(Model):
@@ -18,9 +17,5 @@ class ConferenceRoomFields(Model):
     pin: Pin | None = None
 
 
-class ConferenceRoom(ConferenceRoomFields):
-    id: EntityId
-    tenant_id: TenantId
-    revision: int = 0
-    created_at: datetime
-    updated_at: datetime
+class ConferenceRoom(ConferenceRoomFields, StoredEntity):
+    """A stored ConferenceRoom: its fields plus id, tenant, revision and timestamps."""

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 
-from .common import EntityId, Message, Model, SortOrder, TenantId, utcnow
+from .common import EntityId, Message, Model, SortOrder, StoredEntity, TenantId, utcnow
 from .conferences import ConferenceRoom, ConferenceRoomFields
 from .employees import Employee, EmployeeFields
 from .ivr import IvrMenu, IvrMenuFields
@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Model)
 E = TypeVar("E", bound=Model)
 
 #: kind -> (fields a client gives, the stored entity)
-ENTITY_MODELS: dict[EntityKind, tuple[type[Model], type[Model]]] = {
+ENTITY_MODELS: dict[EntityKind, tuple[type[Model], type[StoredEntity]]] = {
     EntityKind.EMPLOYEE: (EmployeeFields, Employee),
     EntityKind.QUEUE: (CallQueueFields, CallQueue),
     EntityKind.IVR_MENU: (IvrMenuFields, IvrMenu),

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from .common import EntityId, ExternalNumber, InternalNumber, Model, Target, TenantId
+from .common import EntityId, ExternalNumber, InternalNumber, Model, StoredEntity, Target, TenantId
 
 SIP_PASSWORD_SPECIALS = "-_[]{}@;"  # noqa: S105 - the allowed special characters
 WEAK_PASSWORD_WORDS = (
@@ -199,12 +199,8 @@ class EmployeeFields(Model):
         return value.get_secret_value() if value is not None else None
 
 
-class Employee(EmployeeFields):
-    id: EntityId
-    tenant_id: TenantId
-    revision: int = 0
-    created_at: datetime
-    updated_at: datetime
+class Employee(EmployeeFields, StoredEntity):
+    """A stored Employee: its fields plus id, tenant, revision and timestamps."""
 
 
 class EmployeeView(Model):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .common import EntityId, InternalNumber, Model, SoundFileId, Target, TenantId, constrained
+from .common import InternalNumber, Matches, Model, SoundFileId, StoredEntity, Target
 
-Digits = constrained(r"^[0-9*#]{1,10}$", "digits must be 1 to 10 of 0-9, * and #", ["1", "*5"])
+Digits = Annotated[str, Matches(r"^[0-9*#]{1,10}$", "digits must be 1 to 10 of 0-9, * and #", ("1", "*5"))]
 
 
 class IvrAction(Model):
@@ -40,9 +39,5 @@ class IvrMenuFields(Model):
         return self
 
 
-class IvrMenu(IvrMenuFields):
-    id: EntityId
-    tenant_id: TenantId
-    revision: int = 0
-    created_at: datetime
-    updated_at: datetime
+class IvrMenu(IvrMenuFields, StoredEntity):
+    """A stored IvrMenu: its fields plus id, tenant, revision and timestamps."""

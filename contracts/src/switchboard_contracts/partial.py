@@ -33,7 +33,7 @@ def partial_model(model: type[BaseModel], name: str | None = None) -> type[BaseM
         if metadata:
             annotation = typing.Annotated[annotation, *metadata]
         fields[field_name] = (annotation | None, Field(default=None, description=info.description))
-    partial = create_model(  # type: ignore[call-overload]
+    partial = create_model(
         name or f"{model.__name__.removesuffix('Fields')}Patch",
         __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
         **fields,

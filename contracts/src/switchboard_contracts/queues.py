@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .common import EntityId, InternalNumber, Model, SoundFileId, Target, TenantId
+from .common import InternalNumber, Model, SoundFileId, StoredEntity, Target
 
 
 class QueueStrategy(StrEnum):
@@ -68,9 +67,5 @@ class CallQueueFields(Model):
         return self
 
 
-class CallQueue(CallQueueFields):
-    id: EntityId
-    tenant_id: TenantId
-    revision: int = 0
-    created_at: datetime
-    updated_at: datetime
+class CallQueue(CallQueueFields, StoredEntity):
+    """A stored CallQueue: its fields plus id, tenant, revision and timestamps."""

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from .common import Model, TenantId, constrained
+from .common import Matches, Model, TenantId
 
 SipDomain = Annotated[
     str,
@@ -19,7 +19,7 @@ SipDomain = Annotated[
         pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
     ),
 ]
-StarCode = constrained(r"^[*#0-9]{1,4}$", "a star code is 1 to 4 of 0-9, * and #", ["**"])
+StarCode = Annotated[str, Matches(r"^[*#0-9]{1,4}$", "a star code is 1 to 4 of 0-9, * and #", ("**",))]
 
 
 class PromptLanguage(StrEnum):

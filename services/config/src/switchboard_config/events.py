@@ -6,6 +6,13 @@ from faststream.nats import NatsBroker
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from pydantic import BaseModel
+from switchboard_contracts.config import (
+    CallQueueChanged,
+    ConferenceRoomChanged,
+    EmployeeChanged,
+    IvrMenuChanged,
+    TenantChanged,
+)
 from switchboard_contracts.subjects import CONFIG_EVENTS_STREAM, CONFIG_EVENTS_SUBJECTS
 
 STREAM_CONFIG = StreamConfig(
@@ -44,3 +51,25 @@ class JetStreamEvents:
     async def last_sequence(self) -> int:
         info = await self._broker.connection.jetstream().stream_info(CONFIG_EVENTS_STREAM)
         return int(info.state.last_seq)
+
+
+EVENT_SCHEMAS: dict[str, type[BaseModel]] = {
+    "tenant": TenantChanged,
+    "employee": EmployeeChanged,
+    "queue": CallQueueChanged,
+    "ivr_menu": IvrMenuChanged,
+    "conference_room": ConferenceRoomChanged,
+}
+
+
+def document(broker: NatsBroker) -> None:
+    """Declare the change events for the AsyncAPI document (publishing goes through
+    JetStreamEvents, which fills the tenant and change tokens of the subject)."""
+    for kind, schema in EVENT_SCHEMAS.items():
+        broker.publisher(
+            f"pbx.{{tenant_id}}.config.{kind}.{{change}}",
+            title=f"{kind} changed",
+            description=f"A {kind.replace('_', ' ')} was created, updated or deleted (stream "
+            f"{CONFIG_EVENTS_STREAM}); the payload carries the new state, none when deleted.",
+            schema=schema,
+        )

@@ -74,17 +74,19 @@ def register(broker: NatsBroker, service: ConfigService) -> None:
 
 def _register_entity(broker: NatsBroker, service: ConfigService, kind: EntityKind) -> None:
     fields_model, entity_model = ENTITY_MODELS[kind]
-    create_body = CreateRequest[fields_model]  # type: ignore[valid-type]
     label = kind.value.replace("_", " ")
 
-    @broker.subscriber(config_rpc(WILDCARD, kind, Action.CREATE), title=f"create {label}")
-    async def create(body: create_body, msg: NatsMessage) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def create(body, msg: NatsMessage) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         return await _serve(
             service,
             msg,
             body.tenant_id,
             lambda: service.create(kind, body.tenant_id, body.data.model_dump()),
         )
+
+    # the body type is per kind, so it is set here rather than written in the signature
+    create.__annotations__["body"] = CreateRequest[fields_model]  # type: ignore[valid-type]
+    broker.subscriber(config_rpc(WILDCARD, kind, Action.CREATE), title=f"create {label}")(create)
 
     @broker.subscriber(config_rpc(WILDCARD, kind, Action.GET), title=f"get {label}")
     async def get(body: GetRequest, msg: NatsMessage) -> dict[str, Any]:
@@ -113,7 +115,7 @@ def _register_entity(broker: NatsBroker, service: ConfigService, kind: EntityKin
             service,
             msg,
             body.tenant_id,
-            lambda: service.list(
+            lambda: service.list_entities(
                 kind, body.tenant_id, body.search, body.sort, body.order, body.offset, body.limit
             ),
         )

@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 from pydantic import ValidationError
 from switchboard_contracts.errors import error_reply
 
-from . import handlers
+from . import events, handlers
 from .events import JetStreamEvents, ensure_stream
 from .sealing import Sealer
 from .service import ConfigService
@@ -48,11 +48,17 @@ async def connect_with_retry(broker: NatsBroker, url: str) -> None:
 
 
 def build_app(settings: Settings | None = None) -> AsgiFastStream:
+    return build(settings)[0]
+
+
+def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]:
+    """Wire the service without connecting anything (the AsyncAPI generator uses this too)."""
     settings = settings or Settings()
     broker = build_broker(settings)
     store = KvStore(settings.kv_bucket, settings.kv_replicas)
     service = ConfigService(store, JetStreamEvents(broker), Sealer(settings.secret_key.get_secret_value()))
     handlers.register(broker, service)
+    events.document(broker)
 
     async def startup() -> None:
         await connect_with_retry(broker, settings.nats_url)
@@ -73,11 +79,12 @@ def build_app(settings: Settings | None = None) -> AsgiFastStream:
         reason = b"nats disconnected" if not connected else b"loading configuration"
         return AsgiResponse(reason, 503)
 
-    return AsgiFastStream(
+    app = AsgiFastStream(
         broker,
         on_startup=[startup],
         asgi_routes=[("/healthz", liveness), ("/readyz", readiness)],
     )
+    return app, broker
 
 
 def run() -> None:

@@ -10,7 +10,7 @@ import uuid
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
-from switchboard_contracts.common import ErrorCode, Page, ServiceError, SortOrder, utcnow
+from switchboard_contracts.common import ErrorCode, Page, ServiceError, SortOrder, StoredEntity, utcnow
 from switchboard_contracts.config import ENTITY_MODELS, LIST_FIELDS, EntityChanged, Snapshot
 from switchboard_contracts.employees import Employee, generate_sip_password
 from switchboard_contracts.subjects import Change, EntityKind, config_event
@@ -87,7 +87,7 @@ class ConfigService:
             if data.get("sip_password"):
                 data["sip_password"] = self._sealer.unseal(data["sip_password"])
             entity = entity_from_store(EntityKind(kind), data, entry.revision)
-            state.entities[EntityKind(kind)][getattr(entity, "id")] = entity  # noqa: B009
+            state.entities[EntityKind(kind)][entity.id] = entity
         for claim in claims:
             if not self._claim_is_held(claim):
                 log.warning("releasing orphan claim %s", claim.key)
@@ -207,13 +207,13 @@ class ConfigService:
 
     # -- entities -----------------------------------------------------------------------
 
-    def get(self, kind: EntityKind, tenant_id: str, entity_id: str) -> BaseModel:
+    def get(self, kind: EntityKind, tenant_id: str, entity_id: str) -> StoredEntity:
         entity = self._state(tenant_id).entities[kind].get(entity_id)
         if entity is None:
             raise _not_found(kind.value.replace("_", " "), entity_id)
         return entity
 
-    def list(
+    def list_entities(
         self,
         kind: EntityKind,
         tenant_id: str,
@@ -241,7 +241,7 @@ class ConfigService:
         present = [e for e in items if getattr(e, sort_by) not in (None, "")]
         missing = [e for e in items if getattr(e, sort_by) in (None, "")]
 
-        def sort_key(e: BaseModel) -> tuple[Any, ...]:
+        def sort_key(e: StoredEntity) -> tuple[Any, ...]:
             value = str(getattr(e, sort_by))
             # numbers sort numerically (99 before 100), names case-insensitively
             return (len(value), value) if sort_by == "number" else (value.casefold(), value)
@@ -252,7 +252,7 @@ class ConfigService:
             items=ordered[offset : offset + limit], total=len(ordered), offset=offset, limit=limit
         )
 
-    async def create(self, kind: EntityKind, tenant_id: str, data: dict[str, Any]) -> BaseModel:
+    async def create(self, kind: EntityKind, tenant_id: str, data: dict[str, Any]) -> StoredEntity:
         fields_model, entity_model = ENTITY_MODELS[kind]
         state = self._state(tenant_id)
         fields = fields_model.model_validate(data)
@@ -272,7 +272,7 @@ class ConfigService:
         async with state.lock:
             self._check_references(state, kind, entity)
             claimed = await self._claim_numbers(state, kind, entity, None)
-            key = entity_key(tenant_id, kind.value, getattr(entity, "id"))  # noqa: B009
+            key = entity_key(tenant_id, kind.value, entity.id)
             try:
                 revision = await self._store.create(key, self._entity_bytes(entity))
             except BaseException:
@@ -280,7 +280,7 @@ class ConfigService:
                     await self._store.release(claim)
                 raise
             entity = entity.model_copy(update={"revision": revision})
-            state.entities[kind][getattr(entity, "id")] = entity  # noqa: B009
+            state.entities[kind][entity.id] = entity
             await self._announce(tenant_id, kind.value, Change.CREATED, entity.id, revision, entity)
             return entity
 
@@ -291,13 +291,13 @@ class ConfigService:
         entity_id: str,
         revision: int,
         changes: dict[str, Any],
-    ) -> BaseModel:
+    ) -> StoredEntity:
         fields_model, entity_model = ENTITY_MODELS[kind]
         state = self._state(tenant_id)
         _refuse_read_only(changes)
         async with state.lock:
             current = self.get(kind, tenant_id, entity_id)
-            _check_revision(getattr(current, "revision"), revision)  # noqa: B009
+            _check_revision(current.revision, revision)
             base = current.model_dump(mode="json", exclude=set(READ_ONLY_FIELDS))
             fields = fields_model.model_validate(deep_merge(base, changes))
             values = fields.model_dump()
@@ -305,7 +305,7 @@ class ConfigService:
                 values["sip_password"] = generate_sip_password()
             entity = entity_model.model_validate(
                 {**values, "id": entity_id, "tenant_id": tenant_id,
-                 "created_at": getattr(current, "created_at"), "updated_at": utcnow()}  # noqa: B009
+                 "created_at": current.created_at, "updated_at": utcnow()}
             )  # fmt: skip
             self._check_references(state, kind, entity)
             claimed = await self._claim_numbers(state, kind, entity, current)
@@ -321,7 +321,7 @@ class ConfigService:
             entity = entity.model_copy(update={"revision": new_rev})
             state.entities[kind][entity_id] = entity
             await self._announce(tenant_id, kind.value, Change.UPDATED, entity_id, new_rev, entity)
-            old_number, new_number = getattr(current, "number"), getattr(entity, "number")  # noqa: B009
+            old_number, new_number = current.number, entity.number
             if old_number != new_number:
                 await self._carry_references(state, old_number, new_number)
             return entity
@@ -331,16 +331,16 @@ class ConfigService:
         async with state.lock:
             entity = self.get(kind, tenant_id, entity_id)
             if revision is not None:
-                _check_revision(getattr(entity, "revision"), revision)  # noqa: B009
-            referrers = self._referrers(state, getattr(entity, "number"))  # noqa: B009
+                _check_revision(entity.revision, revision)
+            referrers = self._referrers(state, entity.number)
             if referrers:
                 listed = "; ".join(f"{describe(k, e)} in {ref.field}" for k, e, ref in referrers)
                 raise ServiceError(
                     ErrorCode.CONFLICT,
                     f"{describe(kind, entity)} is still used by: {listed}",
                     "id",
-                    [{"kind": k.value, "id": getattr(e, "id"), "name": getattr(e, "name"),  # noqa: B009
-                      "number": getattr(e, "number"), "field": ref.field}  # noqa: B009
+                    [{"kind": k.value, "id": e.id, "name": e.name,
+                      "number": e.number, "field": ref.field}
                      for k, e, ref in referrers],
                 )  # fmt: skip
             await self._drop_entity(state, kind, entity, revision)
@@ -356,17 +356,17 @@ class ConfigService:
             return Snapshot(
                 tenant_id=tenant_id,
                 tenant=state.tenant,
-                employees=list(ents[EntityKind.EMPLOYEE].values()),  # type: ignore[arg-type]
-                queues=list(ents[EntityKind.QUEUE].values()),  # type: ignore[arg-type]
-                ivr_menus=list(ents[EntityKind.IVR_MENU].values()),  # type: ignore[arg-type]
-                conference_rooms=list(ents[EntityKind.CONFERENCE_ROOM].values()),  # type: ignore[arg-type]
+                employees=list(ents[EntityKind.EMPLOYEE].values()),
+                queues=list(ents[EntityKind.QUEUE].values()),
+                ivr_menus=list(ents[EntityKind.IVR_MENU].values()),
+                conference_rooms=list(ents[EntityKind.CONFERENCE_ROOM].values()),
                 stream_sequence=sequence,
             )
 
     # -- internals ----------------------------------------------------------------------
 
-    def _check_references(self, state: TenantState, kind: EntityKind, entity: BaseModel) -> None:
-        own = getattr(entity, "number")  # noqa: B009
+    def _check_references(self, state: TenantState, kind: EntityKind, entity: StoredEntity) -> None:
+        own = entity.number
         for ref in references_of(kind, entity):
             if ref.number == own:
                 reason = (
@@ -397,14 +397,14 @@ class ConfigService:
             raise ServiceError(ErrorCode.CONFLICT, message, field) from None
 
     async def _claim_numbers(
-        self, state: TenantState, kind: EntityKind, entity: BaseModel, current: BaseModel | None
+        self, state: TenantState, kind: EntityKind, entity: StoredEntity, current: StoredEntity | None
     ) -> list[str]:
         """Atomically claim the number (and an employee's mobile) unless already ours."""
         tenant_id = state.tenant.id
         holder = f"{kind.value}:{entity.id}"
         wanted: list[tuple[str, str, str]] = []
-        number = getattr(entity, "number")  # noqa: B009
-        if current is None or getattr(current, "number") != number:  # noqa: B009
+        number = entity.number
+        if current is None or current.number != number:
             taken = state.holder_of(number)
             message = f"number {number} is already used by " + (
                 describe(*taken) if taken else "another object of this tenant"
@@ -431,11 +431,11 @@ class ConfigService:
         return claimed
 
     def _released_claims(
-        self, tenant_id: str, kind: EntityKind, old: BaseModel, new: BaseModel | None
+        self, tenant_id: str, kind: EntityKind, old: StoredEntity, new: StoredEntity | None
     ) -> list[str]:
         keys = []
-        if new is None or getattr(old, "number") != getattr(new, "number"):  # noqa: B009
-            keys.append(number_key(tenant_id, getattr(old, "number")))  # noqa: B009
+        if new is None or old.number != new.number:
+            keys.append(number_key(tenant_id, old.number))
         old_mobile = getattr(old, "mobile", None)
         if old_mobile and (
             new is None or (getattr(new, "mobile", None) or "").lstrip("+") != old_mobile.lstrip("+")
@@ -443,11 +443,11 @@ class ConfigService:
             keys.append(mobile_key(tenant_id, old_mobile))
         return keys
 
-    def _referrers(self, state: TenantState, number: str) -> list[tuple[EntityKind, BaseModel, Reference]]:
+    def _referrers(self, state: TenantState, number: str) -> list[tuple[EntityKind, StoredEntity, Reference]]:
         found = []
         for kind, entity in state.all_entities():
             for ref in references_of(kind, entity):
-                if ref.number == number and getattr(entity, "number") != number:  # noqa: B009
+                if ref.number == number and entity.number != number:
                     found.append((kind, entity, ref))
         return found
 
@@ -459,10 +459,10 @@ class ConfigService:
             if moved is None:
                 continue
             _, entity_model = ENTITY_MODELS[kind]
-            entity_id = getattr(entity, "id")  # noqa: B009
+            entity_id = entity.id
             updated = entity_model.model_validate(
                 {**moved, "id": entity_id, "tenant_id": state.tenant.id,
-                 "created_at": getattr(entity, "created_at"), "updated_at": utcnow()}  # noqa: B009
+                 "created_at": entity.created_at, "updated_at": utcnow()}
             )  # fmt: skip
             key = entity_key(state.tenant.id, kind.value, entity_id)
             rev = await self._store.update(key, self._entity_bytes(updated), entity.revision)
@@ -471,9 +471,9 @@ class ConfigService:
             await self._announce(state.tenant.id, kind.value, Change.UPDATED, entity_id, rev, updated)
 
     async def _drop_entity(
-        self, state: TenantState, kind: EntityKind, entity: BaseModel, revision: int | None
+        self, state: TenantState, kind: EntityKind, entity: StoredEntity, revision: int | None
     ) -> None:
-        entity_id = getattr(entity, "id")  # noqa: B009
+        entity_id = entity.id
         try:
             await self._store.delete(entity_key(state.tenant.id, kind.value, entity_id), revision)
         except StaleRevision:
@@ -513,7 +513,7 @@ class ConfigService:
     def _tenant_bytes(self, tenant: Tenant) -> bytes:
         return tenant.model_dump_json(exclude={"revision"}).encode()
 
-    def _entity_bytes(self, entity: BaseModel) -> bytes:
+    def _entity_bytes(self, entity: StoredEntity) -> bytes:
         data = json.loads(entity.model_dump_json(exclude={"revision"}))
         if isinstance(entity, Employee) and data.get("sip_password"):
             data["sip_password"] = self._sealer.seal(data["sip_password"])

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from switchboard_contracts.common import StoredEntity
 from switchboard_contracts.config import ENTITY_MODELS
 from switchboard_contracts.subjects import EntityKind
 from switchboard_contracts.tenants import Tenant
@@ -16,21 +16,21 @@ from switchboard_contracts.tenants import Tenant
 @dataclass
 class TenantState:
     tenant: Tenant
-    entities: dict[EntityKind, dict[str, BaseModel]] = field(
+    entities: dict[EntityKind, dict[str, StoredEntity]] = field(
         default_factory=lambda: {kind: {} for kind in EntityKind}
     )
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def all_entities(self) -> list[tuple[EntityKind, BaseModel]]:
+    def all_entities(self) -> list[tuple[EntityKind, StoredEntity]]:
         return [(kind, e) for kind, items in self.entities.items() for e in items.values()]
 
-    def holder_of(self, number: str) -> tuple[EntityKind, BaseModel] | None:
+    def holder_of(self, number: str) -> tuple[EntityKind, StoredEntity] | None:
         for kind, entity in self.all_entities():
-            if getattr(entity, "number", None) == number:
+            if entity.number == number:
                 return kind, entity
         return None
 
-    def holder_of_mobile(self, mobile: str) -> BaseModel | None:
+    def holder_of_mobile(self, mobile: str) -> StoredEntity | None:
         bare = mobile.lstrip("+")
         for entity in self.entities[EntityKind.EMPLOYEE].values():
             held = getattr(entity, "mobile", None)
@@ -39,12 +39,12 @@ class TenantState:
         return None
 
 
-def describe(kind: EntityKind, entity: BaseModel) -> str:
+def describe(kind: EntityKind, entity: StoredEntity) -> str:
     """How an error names an object: ``queue 'Sales' (200)``."""
     label = kind.value.replace("_", " ").replace("ivr", "IVR")
-    return f"{label} {getattr(entity, 'name', '')!r} ({getattr(entity, 'number', '')})"
+    return f"{label} {entity.name!r} ({entity.number})"
 
 
-def entity_from_store(kind: EntityKind, data: dict[str, Any], revision: int) -> BaseModel:
+def entity_from_store(kind: EntityKind, data: dict[str, Any], revision: int) -> StoredEntity:
     _, model = ENTITY_MODELS[kind]
     return model.model_validate({**data, "revision": revision})

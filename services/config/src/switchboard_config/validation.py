@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-from switchboard_contracts.common import is_internal_number
+from switchboard_contracts.common import StoredEntity, is_internal_number
 from switchboard_contracts.subjects import EntityKind
 
 
@@ -18,7 +17,7 @@ class Reference:
     only: EntityKind | None = None  # the kind the number must be (queue agents: employees)
 
 
-def references_of(kind: EntityKind, entity: BaseModel) -> list[Reference]:
+def references_of(kind: EntityKind, entity: StoredEntity) -> list[Reference]:
     """Every internal number this entity points at (external numbers are not references)."""
     data = entity.model_dump()
     refs: list[Reference] = []

@@ -36,7 +36,9 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"error": {"code": str(code), "message": message, "field": field, "details": []}}
+        self.body: dict[str, Any] = {
+            "error": {"code": str(code), "message": message, "field": field, "details": []}
+        }
         self.headers = headers
 
 

@@ -104,7 +104,7 @@ class ApiKeys:
             return None
         return record.tenant_id
 
-    async def list(self, tenant_id: str) -> list[ApiKeyView]:
+    async def list_for(self, tenant_id: str) -> list[ApiKeyView]:
         views = []
         for record in await self._records():
             if record.tenant_id == tenant_id:

@@ -12,7 +12,7 @@ from .settings import Settings
 
 def run() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings()  # type: ignore[call-arg]  # operator_key comes from the environment
+    settings = Settings()  # operator_key comes from the environment
     uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info")
 
 

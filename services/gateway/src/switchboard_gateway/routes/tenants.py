@@ -1,7 +1,6 @@
 """Tenants and their API keys. The operator manages them; a tenant key may read its tenant and
 change its settings."""
 
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
@@ -109,7 +108,7 @@ def build(deps: Deps) -> APIRouter:
     @router.get("/{tenant_id}/api-keys", response_model=list[ApiKeyView])
     async def list_keys(tenant_id: TenantPath, principal: Principal = auth) -> Any:
         require_operator(principal)
-        return await deps.keys.list(tenant_id)
+        return await deps.keys.list_for(tenant_id)
 
     @router.delete("/{tenant_id}/api-keys/{key_id}", status_code=204)
     async def revoke_key(

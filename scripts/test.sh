@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lint (ruff), types (mypy), the AsyncAPI drift check, then pytest
+# (unit tests and integration tests against real servers the fixtures start on free ports).
+# Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/bootstrap.sh
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy contracts/src services/*/src scripts
+echo "== asyncapi drift"
+python scripts/gen_asyncapi.py --check
+echo "== pytest"
+pytest "$@"
