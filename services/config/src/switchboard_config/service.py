@@ -174,9 +174,11 @@ class ConfigService:
                 new_rev = await self._store.update(
                     tenant_key(tenant_id), self._tenant_bytes(tenant), revision
                 )
-            except BaseException:
+            except BaseException as exc:
                 if new_domain:
                     await self._store.release(domain_key(fields.sip_domain))
+                if isinstance(exc, StaleRevision):
+                    raise _stale() from None
                 raise
             if new_domain:
                 await self._store.release(domain_key(current.sip_domain))
@@ -312,9 +314,11 @@ class ConfigService:
             key = entity_key(tenant_id, kind.value, entity_id)
             try:
                 new_rev = await self._store.update(key, self._entity_bytes(entity), revision)
-            except BaseException:
+            except BaseException as exc:
                 for claim in claimed:
                     await self._store.release(claim)
+                if isinstance(exc, StaleRevision):  # another writer got there first
+                    raise _stale() from None
                 raise
             for stale in self._released_claims(tenant_id, kind, current, entity):
                 await self._store.release(stale)
