@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from ..auth import Authenticator
+from fastapi import Depends, Path, Request
+from switchboard_contracts.common import TENANT_ID_PATTERN
+
+from ..auth import Authenticator, Principal, require_operator, require_tenant
 from ..bus import Bus
 from ..errors import ApiError
 from ..keys import ApiKeys
+
+TenantPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN, description="Tenant id")]
 
 
 @dataclass(frozen=True)
@@ -15,6 +22,31 @@ class Deps:
     bus: Bus
     keys: ApiKeys
     authenticate: Authenticator
+
+    def tenant_guard(self) -> Callable[..., Awaitable[Principal]]:
+        """Dependency: the caller may act on the path's tenant. It runs before the body is
+        validated, so a foreign caller learns nothing but 401/403."""
+        authenticate = self.authenticate
+
+        async def guard(tenant_id: TenantPath, request: Request) -> Principal:
+            principal = await authenticate(request)
+            require_tenant(principal, tenant_id)
+            return principal
+
+        return guard
+
+    def operator_guard(self) -> Callable[..., Awaitable[Principal]]:
+        authenticate = self.authenticate
+
+        async def guard(request: Request) -> Principal:
+            principal = await authenticate(request)
+            require_operator(principal)
+            return principal
+
+        return guard
+
+
+_ = Depends  # re-exported for routers
 
 
 def revision_of(body_revision: int | None, if_match: str | None, required: bool = True) -> int | None:

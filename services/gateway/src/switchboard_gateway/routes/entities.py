@@ -10,9 +10,8 @@ from switchboard_contracts.employees import EmployeeView
 from switchboard_contracts.partial import partial_model
 from switchboard_contracts.subjects import Action, EntityKind, config_rpc
 
-from ..auth import Principal, require_tenant
-from .common import Deps, revision_of
-from .tenants import TenantPath
+from ..auth import Principal
+from .common import Deps, TenantPath, revision_of
 
 PATHS = {
     EntityKind.EMPLOYEE: "employees",
@@ -51,7 +50,7 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
     label = kind.value.replace("_", " ")
     sortable = LIST_FIELDS[kind]
     router = APIRouter(prefix=f"/v1/tenants/{{tenant_id}}/{path}", tags=[path])
-    auth = Depends(deps.authenticate)
+    auth = Depends(deps.tenant_guard())
 
     def rpc(tenant_id: str, action: Action) -> str:
         return config_rpc(tenant_id, kind, action)
@@ -68,7 +67,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         principal: Principal = auth,
     ) -> Any:
-        require_tenant(principal, tenant_id)
         page = await deps.bus.request(
             rpc(tenant_id, Action.LIST),
             {"tenant_id": tenant_id, "search": search, "sort": sort, "order": order.value,
@@ -85,7 +83,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
         response: Response,
         principal: Principal = auth,
     ) -> Any:
-        require_tenant(principal, tenant_id)
         entity = await deps.bus.request(
             rpc(tenant_id, Action.CREATE), {"tenant_id": tenant_id, "data": body.model_dump(mode="json")}
         )
@@ -103,7 +100,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
     async def read(
         tenant_id: TenantPath, entity_id: IdPath, response: Response, principal: Principal = auth
     ) -> Any:
-        require_tenant(principal, tenant_id)
         entity = await deps.bus.request(rpc(tenant_id, Action.GET), {"tenant_id": tenant_id, "id": entity_id})
         response.headers["ETag"] = str(entity["revision"])
         return _view(kind, entity)
@@ -116,7 +112,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
         if_match: Annotated[str | None, Header()] = None,
         principal: Principal = auth,
     ) -> Any:
-        require_tenant(principal, tenant_id)
         changes = body.model_dump(mode="json", exclude_unset=True, exclude={"revision"})
         entity = await deps.bus.request(
             rpc(tenant_id, Action.UPDATE),
@@ -136,7 +131,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
         if_match: Annotated[str | None, Header()] = None,
         principal: Principal = auth,
     ) -> Response:
-        require_tenant(principal, tenant_id)
         await deps.bus.request(
             rpc(tenant_id, Action.DELETE),
             {
@@ -151,7 +145,6 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
 
         @router.get("/{entity_id}/sip-password", response_model=SipPassword, summary="Show the SIP password")
         async def sip_password(tenant_id: TenantPath, entity_id: IdPath, principal: Principal = auth) -> Any:
-            require_tenant(principal, tenant_id)
             entity = await deps.bus.request(
                 rpc(tenant_id, Action.GET), {"tenant_id": tenant_id, "id": entity_id}
             )

@@ -5,17 +5,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field
-from switchboard_contracts.common import TENANT_ID_PATTERN, ErrorCode, Page
+from switchboard_contracts.common import ErrorCode, Page
 from switchboard_contracts.partial import partial_model
 from switchboard_contracts.subjects import CONFIG_TENANT_LIST, Action, config_rpc
 from switchboard_contracts.tenants import Tenant, TenantFields, TenantSettings
 
-from ..auth import Principal, require_operator, require_tenant
+from ..auth import Principal
 from ..errors import ApiError
 from ..keys import ApiKeyView, IssuedApiKey
-from .common import Deps, revision_of
+from .common import Deps, TenantPath, revision_of
 
-TenantPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN, description="Tenant id")]
 SettingsPatch = partial_model(TenantSettings)
 
 
@@ -34,11 +33,11 @@ class NewApiKey(BaseModel):
 
 def build(deps: Deps) -> APIRouter:
     router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
-    auth = Depends(deps.authenticate)
+    auth = Depends(deps.tenant_guard())
+    operator = Depends(deps.operator_guard())
 
     @router.post("", status_code=201, response_model=Tenant, summary="Create a tenant (operator)")
-    async def create_tenant(body: TenantFields, response: Response, principal: Principal = auth) -> Any:
-        require_operator(principal)
+    async def create_tenant(body: TenantFields, response: Response, principal: Principal = operator) -> Any:
         tenant = await deps.bus.request(
             config_rpc(body.id, "tenant", Action.CREATE),
             {"tenant_id": body.id, "data": body.model_dump(mode="json")},
@@ -50,14 +49,12 @@ def build(deps: Deps) -> APIRouter:
     async def list_tenants(
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        principal: Principal = auth,
+        principal: Principal = operator,
     ) -> Any:
-        require_operator(principal)
         return await deps.bus.request(CONFIG_TENANT_LIST, {"offset": offset, "limit": limit})
 
     @router.get("/{tenant_id}", response_model=Tenant)
     async def get_tenant(tenant_id: TenantPath, response: Response, principal: Principal = auth) -> Any:
-        require_tenant(principal, tenant_id)
         tenant = await deps.bus.request(config_rpc(tenant_id, "tenant", Action.GET), {"tenant_id": tenant_id})
         response.headers["ETag"] = str(tenant["revision"])
         return tenant
@@ -72,7 +69,6 @@ def build(deps: Deps) -> APIRouter:
         if_match: Annotated[str | None, Header()] = None,
         principal: Principal = auth,
     ) -> Any:
-        require_tenant(principal, tenant_id)
         changes = body.model_dump(mode="json", exclude_unset=True, exclude={"revision"})
         if not principal.is_operator and set(changes) - {"settings"}:
             raise ApiError(403, ErrorCode.FORBIDDEN, "a tenant key may change only settings", "settings")
@@ -87,9 +83,8 @@ def build(deps: Deps) -> APIRouter:
     async def delete_tenant(
         tenant_id: TenantPath,
         purge: Annotated[bool, Query(description="Also delete all its objects")] = False,
-        principal: Principal = auth,
+        principal: Principal = operator,
     ) -> Response:
-        require_operator(principal)
         await deps.bus.request(
             config_rpc(tenant_id, "tenant", Action.DELETE), {"tenant_id": tenant_id, "purge": purge}
         )
@@ -99,24 +94,21 @@ def build(deps: Deps) -> APIRouter:
     @router.post("/{tenant_id}/api-keys", status_code=201, response_model=IssuedApiKey,
                  summary="Issue a tenant API key (operator); the key is shown only here")  # fmt: skip
     async def issue_key(
-        tenant_id: TenantPath, body: NewApiKey | None = None, principal: Principal = auth
+        tenant_id: TenantPath, body: NewApiKey | None = None, principal: Principal = operator
     ) -> Any:
-        require_operator(principal)
         await deps.bus.request(config_rpc(tenant_id, "tenant", Action.GET), {"tenant_id": tenant_id})
         return await deps.keys.issue(tenant_id, (body or NewApiKey()).name)
 
     @router.get("/{tenant_id}/api-keys", response_model=list[ApiKeyView])
-    async def list_keys(tenant_id: TenantPath, principal: Principal = auth) -> Any:
-        require_operator(principal)
+    async def list_keys(tenant_id: TenantPath, principal: Principal = operator) -> Any:
         return await deps.keys.list_for(tenant_id)
 
     @router.delete("/{tenant_id}/api-keys/{key_id}", status_code=204)
     async def revoke_key(
         tenant_id: TenantPath,
         key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
-        principal: Principal = auth,
+        principal: Principal = operator,
     ) -> Response:
-        require_operator(principal)
         if not await deps.keys.revoke(tenant_id, key_id):
             raise ApiError(404, ErrorCode.NOT_FOUND, f"API key {key_id!r} does not exist", "key_id")
         return Response(status_code=204)
