@@ -13,9 +13,9 @@ from enum import StrEnum
 from typing import Annotated, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .common import InternalNumber, Message, Model, constrained
+from .common import InternalNumber, Matches, Message, Model
 
 #: linkedid and leg id: what Asterisk produces (``1732612345.42``), uuids, and similar ids.
 CALL_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -26,34 +26,67 @@ CALL_NUMBER_PATTERN = r"^\+?[0-9]{1,31}$"
 IVR_DIGITS_PATTERN = r"^[0-9A-D*#t]{0,64}$"
 RECORDING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 
-CallId = constrained(
-    CALL_ID_PATTERN,
-    "must be 1 to 64 letters, digits, dots, underscores or dashes",
-    ["1732612345.42"],
-)
-CallNumber = constrained(
-    CALL_NUMBER_PATTERN,
-    "must be a phone number: digits with an optional leading +, at most 32 characters",
-    ["+79255283744", "101"],
-)
+CallId = Annotated[
+    str,
+    Matches(
+        CALL_ID_PATTERN, "must be 1 to 64 letters, digits, dots, underscores or dashes", ("1732612345.42",)
+    ),
+]
+CallNumber = Annotated[
+    str,
+    Matches(
+        CALL_NUMBER_PATTERN,
+        "must be a phone number: digits with an optional leading +, at most 32 characters",
+        ("+79255283744", "101"),
+    ),
+]
 #: The caller's number may be withheld or unknown: then it is the empty string.
-CallerNumber = constrained(
-    r"^(\+?[0-9]{1,31})?$",
-    "must be a phone number (digits with an optional leading +, at most 32 characters) "
-    "or empty when withheld",
-    ["+79255283744", ""],
-)
-IvrDigits = constrained(
-    IVR_DIGITS_PATTERN,
-    "must be at most 64 of the keys 0-9 * # A-D, with t marking a timeout",
-    ["12t"],
-)
-RecordingId = constrained(
-    RECORDING_ID_PATTERN,
-    "must be 1 to 200 letters, digits, dots, underscores, dashes or slashes",
-    ["acme/2024/11/26/1732612345.42.mp3"],
-)
+CallerNumber = Annotated[
+    str,
+    Matches(
+        r"^(\+?[0-9]{1,31})?$",
+        "must be a phone number (digits with an optional leading +, at most 32 characters) "
+        "or empty when withheld",
+        ("+79255283744", ""),
+    ),
+]
+IvrDigits = Annotated[
+    str,
+    Matches(
+        IVR_DIGITS_PATTERN, "must be at most 64 of the keys 0-9 * # A-D, with t marking a timeout", ("12t",)
+    ),
+]
+RecordingId = Annotated[
+    str,
+    Matches(
+        RECORDING_ID_PATTERN,
+        "must be 1 to 200 letters, digits, dots, underscores, dashes or slashes",
+        ("acme/2024/11/26/1732612345.42.mp3",),
+    ),
+]
 CallName = Annotated[str, Field(max_length=128)]
+
+
+def _date_or_datetime(value: object) -> object:
+    """``YYYY-MM-DD`` is a date (a whole day); anything longer is a datetime. Without this,
+    pydantic would turn ``2024-01-05T00:00:00`` into a date, or a date into a datetime."""
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a valid date (YYYY-MM-DD)") from None
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{text[:40]!r} is not a date (YYYY-MM-DD) or a datetime (YYYY-MM-DDTHH:MM[:SS][+HH:MM])"
+            ) from None
+    return value
+
+
+DateOrDatetime = Annotated[date | datetime, BeforeValidator(_date_or_datetime)]
 
 #: Longest date range a search may cover.
 MAX_SEARCH_DAYS = 366
@@ -150,7 +183,7 @@ class ParsedQuery(Model):
     """The search box, parsed. Numbers are normalised: no leading +, no - ( ) separators; a pair
     is sorted so that ``numbers[0] < numbers[1]``."""
 
-    model_config = Model.model_config | {"frozen": True}
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
     kind: QueryKind
     numbers: tuple[str, ...] = ()
@@ -244,8 +277,8 @@ class CallSearchRequest(Message):
     later). A linkedid search ignores the dates."""
 
     query: str = Field(default="", max_length=MAX_QUERY_LENGTH)
-    date_from: date | datetime | None = None
-    date_to: date | datetime | None = None
+    date_from: DateOrDatetime | None = None
+    date_to: DateOrDatetime | None = None
     timezone: str = Field(default="UTC", description="The tenant's time zone (IANA name).")
     cursor: str | None = Field(default=None, max_length=512)
     limit: int = Field(default=50, ge=1, le=200)
@@ -264,8 +297,7 @@ class CallSearchRequest(Message):
 
     @model_validator(mode="after")
     def _range(self) -> Self:
-        if self.date_from is not None and self.date_to is not None:
-            self.utc_range()
+        self.utc_range()
         return self
 
     def parsed(self) -> ParsedQuery:
@@ -286,8 +318,10 @@ class CallSearchRequest(Message):
             return day_start(value + timedelta(days=1)) if end else day_start(value)
 
         def day_of(value: date | datetime) -> date:
-            return value.astimezone(zone).date() if isinstance(value, datetime) and value.tzinfo else (
-                value.date() if isinstance(value, datetime) else value
+            return (
+                value.astimezone(zone).date()
+                if isinstance(value, datetime) and value.tzinfo
+                else (value.date() if isinstance(value, datetime) else value)
             )
 
         if self.date_from is None and self.date_to is None:

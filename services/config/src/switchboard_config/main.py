@@ -24,8 +24,22 @@ from .store import KvStore
 log = logging.getLogger("switchboard.config")
 
 
+class Broker(NatsBroker):
+    """NatsBroker whose stop does not fail when nats-server went away first (Ctrl-C stops
+    every process at once): there is nothing left to unsubscribe or drain."""
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().stop(*args, **kwargs)
+        except Exception as exc:
+            if self._connection is not None and self._connection.is_connected:
+                raise
+            log.info("bus connection gone at shutdown (%s); nothing to drain", type(exc).__name__)
+            self._connection = None
+
+
 def build_broker(settings: Settings) -> NatsBroker:
-    return NatsBroker(
+    return Broker(
         settings.nats_url,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -1,0 +1,1 @@
+"""Switchboard call history (cdr) service."""

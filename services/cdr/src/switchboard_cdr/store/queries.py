@@ -1,0 +1,345 @@
+"""The SQL of the call-history searches, shared by both backends, and the search itself.
+
+ClickHouse 18.16 has no server-side query parameters, so values are rendered into the SQL by
+:func:`sql_string` / :func:`sql_datetime` / :func:`sql_int`, and only values that were
+validated first (tenant id, normalised numbers, linkedids, datetimes, integers) are rendered.
+The string renderer escapes anyway, so that nothing can break out of a literal.
+
+A search runs as at most two primary-key range reads:
+
+1. the page of calls: the lookup table of the query kind (``calls_by_number``, ``calls_by_pair``,
+   or ``calls`` itself for a date-only search), read by ``(tenant_id, key, start range)`` and
+   grouped by linkedid; the group's sort key is ``(first matching leg's start, linkedid)``,
+   newest first. The number of matching calls (the total) is the number of groups before the
+   LIMIT, which both servers report with the result (``rows_before_limit``), so counting costs
+   no second read; without that figure a ``uniqExact(linkedid)`` query counts. Later pages
+   carry the first page's total in the cursor.
+2. the legs of those calls: ``calls_by_linkedid`` by ``(tenant_id, linkedid IN page)``, deduped
+   by ``LIMIT 1 BY leg_id`` (newest version), so a redelivered leg never shows twice.
+
+A linkedid search is the second read alone.
+"""
+
+# Every value in this module's SQL goes through the sql_* renderers below (validated, escaped).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from switchboard_contracts.cdr import (
+    CALL_ID_PATTERN,
+    CallGroup,
+    CallLeg,
+    CallSearchPage,
+    Disposition,
+    ParsedQuery,
+    QueryKind,
+    TransferKind,
+)
+from switchboard_contracts.common import TENANT_ID_PATTERN
+
+#: Runs one SELECT and returns its rows as sequences of plain values (ints, strings, None).
+Select = Callable[[str], Sequence[Sequence[Any]]]
+#: Runs one SELECT with a LIMIT and returns its rows and the number of rows before the LIMIT
+#: (None when the server did not report it).
+SelectCounted = Callable[[str], tuple[Sequence[Sequence[Any]], int | None]]
+
+_TENANT = re.compile(TENANT_ID_PATTERN)
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+_NUMBER = re.compile(r"^[0-9]{1,31}$")
+
+
+# Literals ---------------------------------------------------------------------------------
+
+
+def sql_string(value: str) -> str:
+    """A ClickHouse string literal for ``value``: backslash and quote escaped, and every
+    character outside printable ASCII written as ``\\xHH`` bytes of its UTF-8 encoding, so the
+    literal is plain ASCII and cannot end early, whatever the value holds."""
+    out = ["'"]
+    for ch in value:
+        if ch in ("\\", "'"):
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\x{byte:02X}" for byte in ch.encode("utf-8"))
+    out.append("'")
+    return "".join(out)
+
+
+def sql_int(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an int: {value!r}")
+    return str(value)
+
+
+def sql_datetime(value: datetime) -> str:
+    """``toDateTime('YYYY-MM-DD hh:mm:ss', 'UTC')`` of an aware datetime (whole seconds)."""
+    if value.tzinfo is None:
+        raise ValueError("datetimes given to the store must be timezone-aware")
+    return f"toDateTime('{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}', 'UTC')"
+
+
+def sql_tenant(tenant_id: str) -> str:
+    if not _TENANT.fullmatch(tenant_id):
+        raise ValueError(f"invalid tenant id {tenant_id!r}")
+    return sql_string(tenant_id)
+
+
+def sql_call_id(value: str) -> str:
+    if not _CALL_ID.fullmatch(value):
+        raise ValueError(f"invalid linkedid {value!r}")
+    return sql_string(value)
+
+
+def sql_number(value: str) -> str:
+    if not _NUMBER.fullmatch(value):
+        raise ValueError(f"invalid number {value!r}")
+    return sql_string(value)
+
+
+def epoch(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def from_epoch(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+# Cursor -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last call of a page: its sort key (start of its first matching leg,
+    linkedid) and the total counted on the first page. Opaque to clients: base64url of
+    ``v1:<epoch seconds>:<total>:<linkedid>``."""
+
+    start: int
+    linkedid: str
+    total: int
+
+    def encode(self) -> str:
+        raw = f"v1:{self.start}:{self.total}:{self.linkedid}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            version, start, total, linkedid = raw.split(":", 3)
+            if version != "v1" or not _CALL_ID.fullmatch(linkedid):
+                raise ValueError
+            cursor = cls(int(start), linkedid, int(total))
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            raise ValueError("the cursor is not valid: pass back next_cursor of the previous page") from None
+        if not (0 <= cursor.start < 2**32 and cursor.total >= 0):
+            raise ValueError("the cursor is not valid: pass back next_cursor of the previous page")
+        return cursor
+
+
+# SQL ----------------------------------------------------------------------------------------
+
+
+def match_source(tenant_id: str, query: ParsedQuery, date_from: datetime, date_to: datetime) -> str:
+    """``FROM <table> WHERE <primary-key prefix and start range>`` of the rows that match."""
+    where = [f"tenant_id = {sql_tenant(tenant_id)}"]
+    if query.kind == QueryKind.NUMBER:
+        table = "calls_by_number"
+        where.append(f"number = {sql_number(query.numbers[0])}")
+    elif query.kind == QueryKind.PAIR:
+        table = "calls_by_pair"
+        number_a, number_b = sorted(query.numbers)
+        where.append(f"number_a = {sql_number(number_a)}")
+        where.append(f"number_b = {sql_number(number_b)}")
+    elif query.kind == QueryKind.ALL:
+        table = "calls"
+    else:
+        raise ValueError(f"no match table for a {query.kind.value} search")
+    where.append(f"start >= {sql_datetime(date_from)}")
+    where.append(f"start < {sql_datetime(date_to)}")
+    return f"FROM {table} WHERE " + " AND ".join(where)
+
+
+def page_sql(source: str, cursor: Cursor | None, limit: int) -> str:
+    """The calls of one page, newest first, and one more to tell whether a page follows:
+    ``linkedid, start of its first matching leg`` (epoch seconds)."""
+    where = ""
+    having = ""
+    if cursor is not None:
+        # Rows after the cursor cannot make a group's first leg earlier than the cursor.
+        where = f" AND start <= {sql_datetime(from_epoch(cursor.start))}"
+        having = (
+            f" HAVING first_start < {sql_int(cursor.start)}"
+            f" OR (first_start = {sql_int(cursor.start)} AND linkedid < {sql_call_id(cursor.linkedid)})"
+        )
+    return (
+        f"SELECT linkedid, toUInt32(min(start)) AS first_start {source}{where}"
+        f" GROUP BY linkedid{having}"
+        f" ORDER BY first_start DESC, linkedid DESC LIMIT {sql_int(limit + 1)}"
+    )
+
+
+def count_sql(source: str) -> str:
+    return f"SELECT uniqExact(linkedid) {source}"
+
+
+def legs_sql(tenant_id: str, linkedids: Sequence[str]) -> str:
+    """All legs of the given calls, one row per leg_id (the newest version of a redelivered
+    leg), whatever their dates."""
+    ids = ", ".join(sql_call_id(linkedid) for linkedid in linkedids)
+    return (
+        "SELECT linkedid, leg_id, payload FROM calls_by_linkedid"
+        f" WHERE tenant_id = {sql_tenant(tenant_id)} AND linkedid IN ({ids})"
+        " ORDER BY leg_id, version DESC LIMIT 1 BY leg_id"
+    )
+
+
+# Rows -> models -------------------------------------------------------------------------------
+
+
+#: Version of the payload format, its first element.
+PAYLOAD_V1 = 1
+
+
+def leg_payload(leg: CallLeg) -> str:
+    """A leg's fields (but linkedid and leg_id, which are columns) as the ``payload`` column
+    keeps them: a compact JSON array, times as epoch seconds, absent values as null."""
+    return json.dumps(
+        [
+            PAYLOAD_V1,
+            epoch(leg.start),
+            None if leg.answer is None else epoch(leg.answer),
+            epoch(leg.end),
+            leg.caller_number,
+            leg.caller_name,
+            leg.called_number,
+            leg.called_name,
+            leg.caller_account,
+            leg.called_account,
+            leg.disposition.value,
+            leg.duration,
+            leg.billsec,
+            leg.queue_number,
+            leg.ivr_number,
+            leg.ivr_digits,
+            None if leg.transfer is None else leg.transfer.value,
+            leg.transferred_to,
+            leg.recording_id,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def leg_from_payload(linkedid: str, leg_id: str, payload: str) -> CallLeg:
+    """A stored leg (validated when it was inserted): built without validating it again."""
+    (
+        version, start, answer, end, caller_number, caller_name, called_number, called_name,
+        caller_account, called_account, disposition, duration, billsec, queue_number,
+        ivr_number, ivr_digits, transfer, transferred_to, recording_id,
+    ) = json.loads(payload)  # fmt: skip
+    if version != PAYLOAD_V1:
+        raise ValueError(f"unknown payload version {version!r}")
+    return CallLeg.model_construct(
+        linkedid=linkedid,
+        leg_id=leg_id,
+        start=from_epoch(start),
+        answer=None if answer is None else from_epoch(answer),
+        end=from_epoch(end),
+        caller_number=caller_number,
+        caller_name=caller_name,
+        called_number=called_number,
+        called_name=called_name,
+        caller_account=caller_account,
+        called_account=called_account,
+        disposition=Disposition(disposition),
+        duration=duration,
+        billsec=billsec,
+        queue_number=queue_number,
+        ivr_number=ivr_number,
+        ivr_digits=ivr_digits,
+        transfer=None if transfer is None else TransferKind(transfer),
+        transferred_to=transferred_to,
+        recording_id=recording_id,
+    )
+
+
+def group_legs(linkedid: str, legs: list[CallLeg]) -> CallGroup:
+    legs.sort(key=lambda leg: (leg.start, leg.leg_id))
+    return CallGroup.model_construct(
+        linkedid=linkedid,
+        start=legs[0].start,
+        end=max(leg.end for leg in legs),
+        missed=not any(leg.disposition == Disposition.ANSWERED for leg in legs),
+        talk_time=sum(leg.billsec for leg in legs),
+        legs=legs,
+    )
+
+
+def fetch_groups(select: Select, tenant_id: str, linkedids: Sequence[str]) -> list[CallGroup]:
+    """The calls with these linkedids, in the order given (calls without legs left out)."""
+    if not linkedids:
+        return []
+    by_call: dict[str, list[CallLeg]] = {linkedid: [] for linkedid in linkedids}
+    for linkedid, leg_id, payload in select(legs_sql(tenant_id, linkedids)):
+        leg = leg_from_payload(str(linkedid), str(leg_id), str(payload))
+        if leg.linkedid in by_call:
+            by_call[leg.linkedid].append(leg)
+    return [group_legs(linkedid, legs) for linkedid, legs in by_call.items() if legs]
+
+
+# The search -----------------------------------------------------------------------------------
+
+
+def search(
+    select: Select,
+    select_counted: SelectCounted,
+    tenant_id: str,
+    query: ParsedQuery,
+    date_from: datetime,
+    date_to: datetime,
+    cursor: str | None,
+    limit: int,
+) -> CallSearchPage:
+    """One page of a tenant's calls matching ``query`` within ``[date_from, date_to)`` (a linkedid
+    search ignores the dates), newest first. Raises ValueError for a bad cursor or range."""
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    if query.kind == QueryKind.LINKEDID:
+        assert query.linkedid is not None
+        if cursor is not None:
+            return CallSearchPage.model_construct(items=[], total=0, next_cursor=None)
+        groups = fetch_groups(select, tenant_id, [query.linkedid])
+        return CallSearchPage.model_construct(items=groups, total=len(groups), next_cursor=None)
+    if date_to <= date_from:
+        raise ValueError("date_from must be before date_to")
+    position = Cursor.decode(cursor) if cursor is not None else None
+    source = match_source(tenant_id, query, date_from, date_to)
+    rows, before_limit = select_counted(page_sql(source, position, limit))
+    page = [(str(linkedid), int(first_start)) for linkedid, first_start in rows]
+    if position is not None:
+        total = position.total
+    elif len(page) <= limit:
+        total = len(page)  # every matching call is on this page
+    elif before_limit is not None and before_limit >= len(page):
+        total = before_limit
+    else:
+        total = int(select(count_sql(source))[0][0])
+    more = len(page) > limit
+    page = page[:limit]
+    groups = fetch_groups(select, tenant_id, [linkedid for linkedid, _ in page])
+    next_cursor = None
+    if more:
+        last_linkedid, last_start = page[-1]
+        next_cursor = Cursor(last_start, last_linkedid, total).encode()
+    return CallSearchPage.model_construct(items=groups, total=total, next_cursor=next_cursor)
