@@ -66,3 +66,31 @@ CONFIG_SNAPSHOT_PATTERN = RPC_PREFIX + ".config.{tenant_id}.snapshot"
 
 #: Operator-wide query: every tenant (no tenant token: it lists them).
 CONFIG_TENANT_LIST = f"{RPC_PREFIX}.config.tenants.list"
+
+
+# Call history ----------------------------------------------------------------------------
+
+#: JetStream stream of finished call legs (CallRecord), published by the call-flow service.
+CALL_RECORDS_STREAM = "PBX_CALL_RECORDS"
+CALL_RECORDS_SUBJECTS = ["pbx.*.call.leg.ended"]
+#: Records the cdr service could not accept, with the reason (never redelivered).
+CALL_RECORDS_DEAD_STREAM = "PBX_CALL_RECORDS_DEAD"
+CALL_RECORDS_DEAD_SUBJECTS = ["deadletter.cdr.>"]
+
+
+def call_leg_ended(tenant_id: TenantId) -> str:
+    """``pbx.<tenant>.call.leg.ended``: one finished call leg (a CallRecord)."""
+    return f"pbx.{tenant_id}.call.leg.ended"
+
+
+def cdr_dead_letter(tenant_token: str) -> str:
+    """``deadletter.cdr.<tenant>``; ``_unknown`` when the record had no readable tenant."""
+    return f"deadletter.cdr.{tenant_token}"
+
+
+def cdr_search(tenant_id: TenantId) -> str:
+    """``rpc.cdr.<tenant>.calls.search``: CallSearchRequest -> CallSearchPage."""
+    return f"{RPC_PREFIX}.cdr.{tenant_id}.calls.search"
+
+
+CDR_SEARCH_PATTERN = RPC_PREFIX + ".cdr.*.calls.search"
