@@ -18,18 +18,24 @@ TARGET = ROOT / "contracts" / "asyncapi.json"
 
 
 def build_document() -> dict[str, Any]:
+    from switchboard_cdr.main import build as build_cdr
+    from switchboard_cdr.settings import Settings as CdrSettings
     from switchboard_config.main import build as build_config
     from switchboard_config.settings import Settings as ConfigSettings
 
     _, config_broker = build_config(ConfigSettings())
+    _, cdr_broker = build_cdr(CdrSettings())
     spec = AsyncAPI(
         config_broker,
+        cdr_broker,
         title="Switchboard bus",
         version="1",
         description=(
             "Subjects and messages of the Switchboard services. Events: "
             "pbx.<tenant>.config.<kind>.<created|updated|deleted> on JetStream. Requests: "
-            "rpc.config.<tenant>.<kind>.<action>, answered with {ok, result} or {ok: false, error}."
+            "rpc.config.<tenant>.<kind>.<action> and rpc.cdr.<tenant>.calls.search, answered with "
+            "{ok, result} or {ok: false, error}. Call records: pbx.<tenant>.call.leg.ended "
+            "(stream PBX_CALL_RECORDS); rejected ones: deadletter.cdr.<tenant>."
         ),
         schema_version="3.0.0",
     )

@@ -48,8 +48,10 @@ def error_reply(exc: BaseException) -> dict[str, Any]:
     else:
         log.error("request failed", exc_info=exc)
         info = ErrorInfo(code=ErrorCode.INTERNAL, message="internal error; the operator was notified")
-    return Reply[Any](ok=False, error=info).model_dump(mode="json")
+    body: dict[str, Any] = Reply[Any](ok=False, error=info).model_dump(mode="json")
+    return body
 
 
 def ok_reply(result: Any) -> dict[str, Any]:
-    return Reply[Any](ok=True, result=result).model_dump(mode="json")
+    body: dict[str, Any] = Reply[Any](ok=True, result=result).model_dump(mode="json")
+    return body

@@ -3,7 +3,6 @@ Nothing happens at import; ``run()`` (the console script) or an ASGI server star
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 from switchboard_contracts.errors import error_reply
+from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
 
 from . import events, handlers
 from .events import JetStreamEvents, ensure_stream
@@ -24,41 +24,11 @@ from .store import KvStore
 log = logging.getLogger("switchboard.config")
 
 
-class Broker(NatsBroker):
-    """NatsBroker whose stop does not fail when nats-server went away first (Ctrl-C stops
-    every process at once): there is nothing left to unsubscribe or drain."""
-
-    async def stop(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            await super().stop(*args, **kwargs)
-        except Exception as exc:
-            if self._connection is not None and self._connection.is_connected:
-                raise
-            log.info("bus connection gone at shutdown (%s); nothing to drain", type(exc).__name__)
-            self._connection = None
-
-
 def build_broker(settings: Settings) -> NatsBroker:
-    return Broker(
+    return make_broker(
         settings.nats_url,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        connect_timeout=2,
         middlewares=[ExceptionMiddleware(publish_handlers={ValidationError: lambda exc: error_reply(exc)})],
     )
-
-
-async def connect_with_retry(broker: NatsBroker, url: str) -> None:
-    """Wait for NATS at start; later drops are handled by the client's reconnects."""
-    delay = 0.2
-    while True:
-        try:
-            await broker.connect()
-            return
-        except Exception as exc:
-            log.warning("NATS at %s not reachable (%s); retrying", url, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def build_app(settings: Settings | None = None) -> AsgiFastStream:
@@ -87,7 +57,7 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
 
     @get(include_in_schema=False)
     async def readiness(scope: Any) -> AsgiResponse:
-        connected = broker._connection is not None and broker.connection.is_connected
+        connected = broker_connected(broker)
         if connected and service.ready:
             return AsgiResponse(b"ready", 200)
         reason = b"nats disconnected" if not connected else b"loading configuration"

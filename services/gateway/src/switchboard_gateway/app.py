@@ -10,14 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from faststream.nats import NatsBroker
+from switchboard_contracts.runtime import make_broker
 from switchboard_contracts.subjects import EntityKind
 
 from . import errors
 from .auth import Authenticator
 from .bus import Bus
 from .keys import ApiKeys
-from .routes import entities, tenants
+from .routes import calls, entities, tenants
 from .routes.common import Deps
 from .settings import Settings
 
@@ -25,10 +25,7 @@ log = logging.getLogger("switchboard.gateway")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    broker = NatsBroker(
-        settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2,
-        log_level=logging.DEBUG,
-    )  # fmt: skip
+    broker = make_broker(settings.nats_url)
     bus = Bus(broker, settings.request_timeout)
     keys = ApiKeys(settings.keys_bucket, settings.kv_replicas)
     deps = Deps(bus, keys, Authenticator(settings.operator_key.get_secret_value(), keys))
@@ -53,10 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            try:
-                await broker.stop()
-            except Exception as exc:  # nats-server may have stopped first: nothing to drain
-                log.info("bus connection closed without drain (%s)", type(exc).__name__)
+            await broker.stop()
 
     app = FastAPI(
         title="Switchboard API",
@@ -68,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tenants.build(deps))
     for kind in EntityKind:
         app.include_router(entities.build(deps, kind))
+    app.include_router(calls.build(deps))
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -12,6 +12,7 @@ from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from switchboard_contracts.common import ErrorCode, ErrorInfo, error_from_reply
+from switchboard_contracts.runtime import connect_with_retry
 
 from .errors import ApiError
 
@@ -30,16 +31,8 @@ class Bus:
 
     async def connect_forever(self) -> None:
         """Connect in the background; until then requests get 503."""
-        delay = 0.2
-        while True:
-            try:
-                await self.broker.connect()
-                self._connected.set()
-                return
-            except Exception as exc:
-                log.warning("NATS not reachable (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await connect_with_retry(self.broker, "the gateway's NATS URL")
+        self._connected.set()
 
     async def request(self, subject: str, body: dict[str, Any], service: str = "config") -> Any:
         """Send a request; return the reply's result or raise its error as ServiceError."""

@@ -55,6 +55,10 @@ class CallStore(abc.ABC):
         linkedid search ignores them), newest first. ValueError for a bad cursor or range."""
 
     @abc.abstractmethod
+    def partitions(self) -> dict[str, set[int]]:
+        """Months (``YYYYMM``) each tenant has data in."""
+
+    @abc.abstractmethod
     def drop_tenant_before(self, tenant_id: str, month: date) -> list[int]:
         """Retention: drop the tenant's partitions of the months before ``month``'s month from
         every table (``month`` is any day of the first month to keep); returns the months
@@ -144,20 +148,24 @@ class SqlCallStore(CallStore):
             self._select, self._select_counted, tenant_id, query, date_from, date_to, cursor, limit
         )
 
-    def tenant_months(self, tenant_id: str) -> list[int]:
-        """Months (``YYYYMM``) the tenant has data in, in any table."""
-        tenant_literal = sql_tenant(tenant_id)
+    def partitions(self) -> dict[str, set[int]]:
+        """Months (``YYYYMM``) each tenant has data in, in any table (from system.parts)."""
         tables = ", ".join(sql_string(table) for table in TABLES)
         rows = self._select(
             "SELECT DISTINCT partition FROM system.parts"  # noqa: S608 - literals rendered by sql_string
             f" WHERE database = currentDatabase() AND table IN ({tables}) AND active"
         )
-        months = set()
+        found_months: dict[str, set[int]] = {}
         for (partition,) in rows:
             found = _PARTITION.match(str(partition))
-            if found and sql_string(found.group(1)) == tenant_literal:
-                months.add(int(found.group(2)))
-        return sorted(months)
+            if found:
+                found_months.setdefault(found.group(1), set()).add(int(found.group(2)))
+        return found_months
+
+    def tenant_months(self, tenant_id: str) -> list[int]:
+        """Months (``YYYYMM``) the tenant has data in, in any table."""
+        sql_tenant(tenant_id)  # validates the id
+        return sorted(self.partitions().get(tenant_id, set()))
 
     def drop_tenant_before(self, tenant_id: str, month: date) -> list[int]:
         limit = month.year * 100 + month.month

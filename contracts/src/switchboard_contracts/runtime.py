@@ -1,0 +1,56 @@
+"""What every service does the same way with its NATS connection: wait for NATS at start,
+reconnect forever, and stop cleanly even when nats-server went away first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faststream.nats import NatsBroker
+
+log = logging.getLogger(__name__)
+
+
+class ResilientNatsBroker(NatsBroker):
+    """A NatsBroker whose stop does not fail when nats-server is already gone (Ctrl-C stops
+    every process at once): there is nothing left to unsubscribe or drain."""
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().stop(*args, **kwargs)
+        except Exception as exc:
+            if self._connection is not None and self._connection.is_connected:
+                raise
+            log.info("bus connection gone at shutdown (%s); nothing to drain", type(exc).__name__)
+            self._connection = None
+
+
+def make_broker(url: str, **kwargs: Any) -> ResilientNatsBroker:
+    """Reconnects forever, quiet per-message logging."""
+    return ResilientNatsBroker(
+        url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=2,
+        log_level=logging.DEBUG,
+        **kwargs,
+    )
+
+
+async def connect_with_retry(broker: NatsBroker, url: str) -> None:
+    """Wait for NATS at start; later drops are handled by the client's reconnects."""
+    delay = 0.2
+    while True:
+        try:
+            await broker.connect()
+            return
+        except Exception as exc:  # any failure means "not yet"
+            log.warning("NATS at %s not reachable (%s); retrying", url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def broker_connected(broker: NatsBroker) -> bool:
+    connection = broker._connection
+    return connection is not None and connection.is_connected

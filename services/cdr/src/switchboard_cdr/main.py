@@ -1,0 +1,154 @@
+"""Composition root of the call-history service: settings, broker, store, service, ingestion
+and search subscribers. Nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.middlewares import ExceptionMiddleware
+from faststream.nats import NatsBroker
+from pydantic import ValidationError
+from switchboard_contracts.errors import error_reply
+from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
+
+from . import events, handlers
+from .events import DeadLetters, ensure_streams
+from .ingest import Ingestor
+from .service import CallHistoryService
+from .settings import Settings
+from .store import CallStore
+
+log = logging.getLogger("switchboard.cdr")
+
+
+def build_store(settings: Settings) -> CallStore:
+    if settings.backend == "server":
+        from .store.server_backend import ServerCallStore
+
+        return ServerCallStore(
+            host=settings.clickhouse_host,
+            port=settings.clickhouse_port,
+            database=settings.clickhouse_database,
+            user=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+        )
+    from .store.chdb_backend import ChdbCallStore
+
+    return ChdbCallStore(settings.chdb_path)
+
+
+def build(
+    settings: Settings | None = None, store: CallStore | None = None
+) -> tuple[AsgiFastStream, NatsBroker]:
+    settings = settings or Settings()
+    broker = make_broker(
+        settings.nats_url,
+        middlewares=[ExceptionMiddleware(publish_handlers={ValidationError: lambda exc: error_reply(exc)})],
+    )
+    service = CallHistoryService(lambda: store or build_store(settings))
+    handlers.register(broker, service)
+    events.document(broker)
+    background: list[asyncio.Task[None]] = []
+    ingestors: list[Ingestor] = []
+
+    async def startup() -> None:
+        while True:
+            try:
+                await service.start()
+                break
+            except Exception as exc:
+                log.warning("call history store not ready (%s); retrying", exc)
+                await asyncio.sleep(2)
+        await connect_with_retry(broker, settings.nats_url)
+        js = broker.connection.jetstream()
+        await ensure_streams(js)
+        ingestor = Ingestor(
+            js, service, DeadLetters(js), settings.consumer_name, settings.batch_size, settings.batch_max_wait
+        )
+        ingestors.append(ingestor)
+        background.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
+        if settings.retention_months > 0:
+            background.append(asyncio.create_task(_retention(service, settings)))
+        log.info("cdr service ready (%s backend)", settings.backend)
+
+    async def shutdown() -> None:
+        for ingestor in ingestors:
+            ingestor.stop()
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background, timeout=5)
+
+    async def after_shutdown() -> None:
+        await service.close()
+
+    @get(include_in_schema=False)
+    async def liveness(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    @get(include_in_schema=False)
+    async def readiness(scope: Any) -> AsgiResponse:
+        ingestor = ingestors[0] if ingestors else None
+        checks = {
+            "nats": broker_connected(broker),
+            "store": await service.ping(),
+            "ingesting": ingestor is not None and ingestor.running,
+        }
+        body = {
+            "ready": all(checks.values()),
+            "checks": checks,
+            "committed": ingestor.committed if ingestor else 0,
+            "rejected": ingestor.rejected if ingestor else 0,
+        }
+        return AsgiResponse(json.dumps(body).encode(), 200 if body["ready"] else 503)
+
+    app = AsgiFastStream(
+        broker,
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        after_shutdown=[after_shutdown],
+        asgi_routes=[("/healthz", liveness), ("/readyz", readiness)],
+    )
+    return app, broker
+
+
+async def _forever(run: Any, what: str) -> None:
+    """Restart a background loop after an unexpected error (the bus may be reconnecting);
+    return when it returns (asked to stop)."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s loop failed; restarting in 2 s", what)
+            await asyncio.sleep(2)
+
+
+async def _retention(service: CallHistoryService, settings: Settings) -> None:
+    while True:
+        try:
+            for tenant_id in await service.tenants_with_history():
+                dropped = await service.apply_retention(tenant_id, settings.retention_months)
+                if dropped:
+                    log.info("retention: dropped %s of tenant %s", dropped, tenant_id)
+        except Exception:
+            log.exception("retention pass failed")
+        await asyncio.sleep(settings.retention_check_interval)
+
+
+def run() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings()
+    app, _ = build(settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run()

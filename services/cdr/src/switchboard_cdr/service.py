@@ -1,0 +1,140 @@
+"""Call-history logic: accept a batch of call legs (valid ones to the store, the others
+rejected with a reason), answer searches, apply retention. No broker or HTTP types here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from pydantic import ValidationError
+from switchboard_contracts.cdr import CallRecord, CallSearchPage, CallSearchRequest
+from switchboard_contracts.common import ErrorCode, ServiceError
+from switchboard_contracts.errors import validation_info
+
+from .store import CallStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that can never be stored: it goes to the dead-letter subject, not back."""
+
+    index: int
+    tenant_token: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Parsed:
+    records: list[CallRecord]
+    record_indexes: list[int]
+    rejected: list[Rejected]
+
+
+def parse_batch(items: Sequence[tuple[str, bytes]]) -> Parsed:
+    """Validate raw (subject, payload) messages. A record must carry the tenant of its subject
+    (``pbx.<tenant>.call.leg.ended``): one tenant cannot write into another's history."""
+    records: list[CallRecord] = []
+    indexes: list[int] = []
+    rejected: list[Rejected] = []
+    for index, (subject, payload) in enumerate(items):
+        parts = subject.split(".")
+        token = parts[1] if len(parts) > 2 else "_unknown"
+        try:
+            record = CallRecord.model_validate(json.loads(payload))
+        except ValidationError as exc:
+            rejected.append(Rejected(index, token, validation_info(exc).message))
+            continue
+        except (ValueError, UnicodeDecodeError) as exc:
+            rejected.append(Rejected(index, token, f"not a JSON call record: {exc}"))
+            continue
+        if record.tenant_id != token:
+            rejected.append(
+                Rejected(index, token, f"tenant_id {record.tenant_id!r} differs from the subject's tenant")
+            )
+            continue
+        records.append(record)
+        indexes.append(index)
+    return Parsed(records, indexes, rejected)
+
+
+class CallHistoryService:
+    """``open_store`` builds the store at start (opening chDB or connecting to a server is I/O,
+    not something to do at import or construction)."""
+
+    def __init__(self, open_store: Callable[[], CallStore]) -> None:
+        self._open_store = open_store
+        self._store_or_none: CallStore | None = None
+        self.last_commit: datetime | None = None
+        self.store_ok = False
+
+    @property
+    def _store(self) -> CallStore:
+        if self._store_or_none is None:
+            raise ServiceError(ErrorCode.UNAVAILABLE, "call history is starting; retry shortly")
+        return self._store_or_none
+
+    @property
+    def store(self) -> CallStore | None:
+        return self._store_or_none
+
+    async def start(self) -> None:
+        if self._store_or_none is None:
+            self._store_or_none = await asyncio.to_thread(self._open_store)
+        await asyncio.to_thread(self._store_or_none.migrate)
+        self.store_ok = True
+
+    async def close(self) -> None:
+        if self._store_or_none is not None:
+            await asyncio.to_thread(self._store_or_none.close)
+            self._store_or_none = None
+
+    async def insert(self, records: Sequence[CallRecord]) -> None:
+        """Write a batch; raises StoreError (the caller leaves the batch unacknowledged)."""
+        try:
+            await asyncio.to_thread(self._store.insert, records)
+        except StoreError:
+            self.store_ok = False
+            raise
+        self.store_ok = True
+        self.last_commit = datetime.now(UTC)
+
+    async def search(self, request: CallSearchRequest) -> CallSearchPage:
+        try:
+            parsed = request.parsed()
+            start, stop = request.utc_range()
+        except ValueError as exc:
+            raise ServiceError(ErrorCode.VALIDATION, str(exc), "query") from None
+        try:
+            return await asyncio.to_thread(
+                self._store.search, request.tenant_id, parsed, start, stop, request.cursor, request.limit
+            )
+        except StoreError as exc:
+            self.store_ok = False
+            log.warning("search failed: %s", exc)
+            raise ServiceError(
+                ErrorCode.UNAVAILABLE, "call history storage is not reachable; retry shortly"
+            ) from None
+        except ValueError as exc:  # a cursor that is not ours
+            raise ServiceError(ErrorCode.VALIDATION, str(exc), "cursor") from None
+
+    async def apply_retention(self, tenant_id: str, keep_months: int, today: date | None = None) -> list[int]:
+        """Drop the tenant's whole months older than the last ``keep_months`` months."""
+        today = today or datetime.now(UTC).date()
+        month_index = today.year * 12 + (today.month - 1) - (keep_months - 1)
+        first_kept = date(month_index // 12, month_index % 12 + 1, 1)
+        return await asyncio.to_thread(self._store.drop_tenant_before, tenant_id, first_kept)
+
+    async def ping(self) -> bool:
+        if self._store_or_none is None:
+            return False
+        self.store_ok = await asyncio.to_thread(self._store_or_none.ping)
+        return self.store_ok
+
+    async def tenants_with_history(self) -> list[str]:
+        return sorted(await asyncio.to_thread(self._store.partitions))

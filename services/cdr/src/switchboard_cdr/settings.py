@@ -1,0 +1,35 @@
+"""Call-history service settings: environment only (prefix ``SB_CDR_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SB_CDR_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8102
+
+    #: ``chdb``: embedded ClickHouse, data under ``chdb_path`` (the default); ``server``: a
+    #: ClickHouse server over the native protocol (docker-compose, Kubernetes).
+    backend: Literal["chdb", "server"] = "chdb"
+    chdb_path: str = "data/cdr"
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 9000
+    clickhouse_database: str = "switchboard"
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+
+    #: Ingestion: a batch is written when it holds this many records, or when the oldest
+    #: record in it has waited ``batch_max_wait`` seconds.
+    batch_size: int = 20_000
+    batch_max_wait: float = 1.0
+    consumer_name: str = "cdr-ingest"
+    #: Call history kept per tenant, in months (whole months are dropped); 0 keeps everything.
+    retention_months: int = 36
+    retention_check_interval: float = 6 * 3600
