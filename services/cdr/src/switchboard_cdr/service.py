@@ -4,7 +4,6 @@ rejected with a reason), answer searches, apply retention. No broker or HTTP typ
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,12 +45,13 @@ def parse_batch(items: Sequence[tuple[str, bytes]]) -> Parsed:
         parts = subject.split(".")
         token = parts[1] if len(parts) > 2 else "_unknown"
         try:
-            record = CallRecord.model_validate(json.loads(payload))
+            record = CallRecord.model_validate_json(payload)
         except ValidationError as exc:
-            rejected.append(Rejected(index, token, validation_info(exc).message))
-            continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            rejected.append(Rejected(index, token, f"not a JSON call record: {exc}"))
+            if exc.errors()[0]["type"] == "json_invalid":
+                reason = f"not a JSON call record: {exc.errors()[0]['msg']}"
+            else:
+                reason = validation_info(exc).message
+            rejected.append(Rejected(index, token, reason))
             continue
         if record.tenant_id != token:
             rejected.append(
