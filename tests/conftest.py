@@ -3,7 +3,6 @@ as real processes on free loopback ports."""
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,77 +11,42 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.support import NatsServer, ServiceProcess, free_port
-
-
-@pytest.fixture(scope="session")
-def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sb-test-"))
+from tests.support import NatsServer, Platform, ServiceProcess
 
 
 @pytest.fixture(scope="session")
-def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer().start()
-    yield server
-    server.stop()
+def platform() -> Iterator[Platform]:
+    work = Path(tempfile.mkdtemp(prefix="sb-test-"))
+    platform = Platform(work, request_timeout="1.5").start()
+    yield platform
+    platform.stop()
 
 
 @pytest.fixture(scope="session")
-def config_secret_key() -> str:
-    return Fernet.generate_key().decode()
+def nats_server(platform: Platform) -> NatsServer:
+    return platform.nats
 
 
 @pytest.fixture(scope="session")
-def config_service(
-    nats_server: NatsServer, workdir: Path, config_secret_key: str
-) -> Iterator[ServiceProcess]:
-    port = free_port()
-    service = ServiceProcess(
-        "switchboard-config",
-        {
-            "SB_CONFIG_NATS_URL": nats_server.url,
-            "SB_CONFIG_HTTP_PORT": str(port),
-            "SB_CONFIG_SECRET_KEY": config_secret_key,
-        },
-        f"http://127.0.0.1:{port}/readyz",
-        workdir / "config.log",
-    ).start()
-    yield service
-    service.stop()
+def config_service(platform: Platform) -> ServiceProcess:
+    return platform.services["config"]
 
 
 @pytest.fixture(scope="session")
-def operator_key() -> str:
-    return "op_" + secrets.token_urlsafe(24)
+def gateway(platform: Platform) -> ServiceProcess:
+    return platform.services["gateway"]
 
 
 @pytest.fixture(scope="session")
-def gateway(
-    nats_server: NatsServer, config_service: ServiceProcess, workdir: Path, operator_key: str
-) -> Iterator[ServiceProcess]:
-    port = free_port()
-    service = ServiceProcess(
-        "switchboard-gateway",
-        {
-            "SB_GATEWAY_NATS_URL": nats_server.url,
-            "SB_GATEWAY_HTTP_PORT": str(port),
-            "SB_GATEWAY_OPERATOR_KEY": operator_key,
-            "SB_GATEWAY_REQUEST_TIMEOUT": "1.5",
-        },
-        f"http://127.0.0.1:{port}/readyz",
-        workdir / "gateway.log",
-    ).start()
-    service.base_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    yield service
-    service.stop()
+def operator_key(platform: Platform) -> str:
+    return platform.operator_key
 
 
 @pytest.fixture
 async def operator(gateway: ServiceProcess, operator_key: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=gateway.base_url,  # type: ignore[attr-defined]
+        base_url=gateway.base_url,
         headers={"Authorization": f"Bearer {operator_key}"},
         timeout=10,
     ) as client:
@@ -115,7 +79,7 @@ async def tenant_client(
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     tenant_id, key = await make_tenant(operator)
     async with httpx.AsyncClient(
-        base_url=gateway.base_url,  # type: ignore[attr-defined]
+        base_url=gateway.base_url,
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     ) as client:

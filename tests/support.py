@@ -115,6 +115,10 @@ class ServiceProcess:
         self.stop()
         self.start()
 
+    @property
+    def base_url(self) -> str:
+        return self.health_url.removesuffix("/readyz")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -124,9 +128,11 @@ class Platform:
     service, for tests that restart or stop pieces or need their own backend."""
 
     OPERATOR_KEY = "operator-key-of-a-private-platform"
+    CONFIG_SECRET_KEY = "6lqoS3tw2_C4yE7hwq0xUZlPsYbVvLkD2fPKzq9tRJ0="  # a Fernet key for tests
 
     def __init__(self, work: Path, cdr_env: dict[str, str] | None = None, request_timeout: str = "2") -> None:
         self.work = work
+        self.operator_key = self.OPERATOR_KEY
         self.nats = NatsServer(work / "nats")
         self.services: dict[str, ServiceProcess] = {}
         self.cdr_env = cdr_env
@@ -142,7 +148,9 @@ class Platform:
 
     def start(self) -> Platform:
         self.nats.start()
-        self._service("config", "switchboard-config", {}, "SB_CONFIG").start()
+        self._service(
+            "config", "switchboard-config", {"SB_CONFIG_SECRET_KEY": self.CONFIG_SECRET_KEY}, "SB_CONFIG"
+        ).start()
         if self.cdr_env is not None:
             self._service("cdr", "switchboard-cdr", self.cdr_env, "SB_CDR").start()
         gateway = self._service(
@@ -154,7 +162,7 @@ class Platform:
             },
             "SB_GATEWAY",
         ).start()
-        self.url = gateway.health_url.removesuffix("/readyz")
+        self.url = gateway.base_url
         return self
 
     def stop(self) -> None:

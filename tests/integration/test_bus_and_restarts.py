@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import nats
@@ -15,44 +14,23 @@ import pytest
 from switchboard_contracts.subjects import CONFIG_EVENTS_STREAM
 
 from tests.conftest import make_tenant
-from tests.support import NatsServer, ServiceProcess, free_port, http_ok, wait_for
+from tests.support import Platform, http_ok, wait_for
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A private platform (own nats-server, config service, gateway) that tests may restart."""
-    work: Path = tmp_path_factory.mktemp("platform")
-    server = NatsServer(work / "nats").start()
-    config_port, gateway_port = free_port(), free_port()
-    config = ServiceProcess(
-        "switchboard-config",
-        {"SB_CONFIG_NATS_URL": server.url, "SB_CONFIG_HTTP_PORT": str(config_port),
-         "SB_CONFIG_SECRET_KEY": "6lqoS3tw2_C4yE7hwq0xUZlPsYbVvLkD2fPKzq9tRJ0="},
-        f"http://127.0.0.1:{config_port}/readyz",
-        work / "config.log",
-    ).start()  # fmt: skip
-    gateway = ServiceProcess(
-        "switchboard-gateway",
-        {"SB_GATEWAY_NATS_URL": server.url, "SB_GATEWAY_HTTP_PORT": str(gateway_port),
-         "SB_GATEWAY_OPERATOR_KEY": "operator-key-for-restarts", "SB_GATEWAY_REQUEST_TIMEOUT": "1"},
-        f"http://127.0.0.1:{gateway_port}/readyz",
-        work / "gateway.log",
-    ).start()  # fmt: skip
-    yield {"nats": server, "config": config, "gateway": gateway, "url": f"http://127.0.0.1:{gateway_port}"}
-    gateway.stop()
-    config.stop()
-    server.stop()
+    platform = Platform(tmp_path_factory.mktemp("platform"), request_timeout="1").start()
+    yield platform
+    platform.stop()
 
 
-def client(platform: dict[str, object], key: str = "operator-key-for-restarts") -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=str(platform["url"]), headers={"Authorization": f"Bearer {key}"}, timeout=10
-    )
+def client(platform: Platform, key: str = Platform.OPERATOR_KEY) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=platform.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
-async def test_bad_requests_get_structured_replies(platform: dict[str, object]) -> None:
-    server = platform["nats"]
-    assert isinstance(server, NatsServer)
+async def test_bad_requests_get_structured_replies(platform: Platform) -> None:
+    server = platform.nats
     nc = await nats.connect(server.url)
     try:
 
@@ -81,10 +59,8 @@ async def test_bad_requests_get_structured_replies(platform: dict[str, object]) 
         await nc.close()
 
 
-async def test_everything_survives_restarts(platform: dict[str, object]) -> None:
-    server, config = platform["nats"], platform["config"]
-    assert isinstance(server, NatsServer)
-    assert isinstance(config, ServiceProcess)
+async def test_everything_survives_restarts(platform: Platform) -> None:
+    server, config = platform.nats, platform.services["config"]
     async with client(platform) as operator:
         tenant, key = await make_tenant(operator)
     async with client(platform, key) as api:
@@ -100,7 +76,7 @@ async def test_everything_survives_restarts(platform: dict[str, object]) -> None
         assert [q["agents"] for q in listed.json()["items"]] == [["101"]]
 
         server.restart()  # same port and store: the gateway and config service reconnect
-        gateway_ready = str(platform["url"]) + "/readyz"
+        gateway_ready = platform.url + "/readyz"
         wait_for(lambda: http_ok(gateway_ready) and http_ok(config.health_url), 20, "reconnect")
         deadline = time.monotonic() + 20
         while True:
@@ -115,9 +91,8 @@ async def test_everything_survives_restarts(platform: dict[str, object]) -> None
         assert duplicate.status_code == 409  # the number claims survived too
 
 
-async def test_503_while_config_service_is_down(platform: dict[str, object]) -> None:
-    config = platform["config"]
-    assert isinstance(config, ServiceProcess)
+async def test_503_while_config_service_is_down(platform: Platform) -> None:
+    config = platform.services["config"]
     async with client(platform) as operator:
         tenant, key = await make_tenant(operator)
     config.stop()

@@ -130,7 +130,7 @@ async def test_errors_name_the_problem(tenant_client: tuple[str, httpx.AsyncClie
 
 
 async def test_keys_are_required_and_scoped(gateway: ServiceProcess, operator: httpx.AsyncClient) -> None:
-    url = gateway.base_url  # type: ignore[attr-defined]
+    url = gateway.base_url
     tenant, key = await make_tenant(operator)
     async with httpx.AsyncClient(base_url=url) as anonymous:
         assert (await anonymous.get(f"/v1/tenants/{tenant}/employees")).status_code == 401
@@ -182,7 +182,7 @@ async def test_keys_stored_hashed(nats_server: NatsServer, operator: httpx.Async
 async def test_tenant_isolation_matrix(gateway: ServiceProcess, operator: httpx.AsyncClient) -> None:
     """Every endpoint under /v1/tenants/{tenant_id}, called with tenant A's key on tenant B's
     path, is refused; A's key with A's path and B's object ids finds nothing."""
-    url = gateway.base_url  # type: ignore[attr-defined]
+    url = gateway.base_url
     tenant_a, key_a = await make_tenant(operator)
     tenant_b, key_b = await make_tenant(operator)
     ids_b: dict[str, str] = {}
@@ -248,7 +248,7 @@ async def test_secrets_never_logged(
 
 async def test_health_endpoints(gateway: ServiceProcess, config_service: ServiceProcess) -> None:
     async with httpx.AsyncClient() as client:
-        ready = await client.get(gateway.base_url + "/readyz")  # type: ignore[attr-defined]
+        ready = await client.get(gateway.base_url + "/readyz")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"nats": True, "key_store": True}
         assert (await client.get(config_service.health_url)).status_code == 200
@@ -257,8 +257,8 @@ async def test_health_endpoints(gateway: ServiceProcess, config_service: Service
 
 async def test_openapi_docs(gateway: ServiceProcess) -> None:
     async with httpx.AsyncClient() as client:
-        docs = await client.get(gateway.base_url + "/docs")  # type: ignore[attr-defined]
+        docs = await client.get(gateway.base_url + "/docs")
         assert docs.status_code == 200
-        spec = (await client.get(gateway.base_url + "/openapi.json")).json()  # type: ignore[attr-defined]
+        spec = (await client.get(gateway.base_url + "/openapi.json")).json()
     assert "/v1/tenants/{tenant_id}/ivr-menus/{entity_id}" in spec["paths"]
     assert json.dumps(spec).count("sip_password") > 0
