@@ -1,11 +1,13 @@
 """Static checks of the operator-facing deployment files: the services' Dockerfiles,
-docker-compose.yml and the kustomize base in deploy/k8s.
+docker-compose.yml and the kustomize base in deploy/k8s (and how both wire ClickHouse and Grafana
+to the provisioning files of deploy/grafana).
 
 Nothing is built, started or fetched: the Kubernetes manifests are rendered with
 ``kubectl kustomize`` (or, where kubectl is not installed, read from the files the kustomization
 lists) and validated against the schemas that ``kubernetes-validate`` ships; docker-compose.yml is
 validated against the compose-spec schema that ``check-jsonschema`` ships; the Dockerfiles are
-linted by the small rules below."""
+linted by the small rules below; the ClickHouse users file (inline in docker-compose.yml, a
+ConfigMap in deploy/k8s) is parsed and matched against the settings that use it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import tomllib
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,10 @@ from kubernetes_validate.utils import SchemaNotFoundError
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+GRAFANA_DATASOURCE = GRAFANA_DIR / "provisioning" / "datasources" / "clickhouse.yaml"
+GRAFANA_PROVISIONING_CONTAINER_DIR = "/etc/grafana/provisioning"
+CLICKHOUSE_USERS_D = "/etc/clickhouse-server/users.d/"
 DOCKERIGNORE = ROOT / ".dockerignore"
 K8S_VERSION = "1.30"
 NAMESPACE = "switchboard"
@@ -40,6 +47,7 @@ NAMESPACE = "switchboard"
 SERVICES = {
     "config": ("switchboard_config.settings", "SB_CONFIG_"),
     "gateway": ("switchboard_gateway.settings", "SB_GATEWAY_"),
+    "cdr": ("switchboard_cdr.settings", "SB_CDR_"),
 }
 CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -137,6 +145,11 @@ def test_kustomize_renders_the_expected_resources(manifests: list[dict[str, Any]
         ("Deployment", "config"),
         ("Deployment", "gateway"),
         ("Service", "gateway"),
+        ("ConfigMap", "clickhouse-users"),
+        ("StatefulSet", "clickhouse"),
+        ("Service", "clickhouse"),
+        ("Service", "clickhouse-headless"),
+        ("Deployment", "cdr"),
     }
     assert expected <= present, f"missing: {sorted(expected - present)}"
     assert not any(kind == "Secret" for kind, _ in present), "real Secrets must not be in the base"
@@ -170,7 +183,7 @@ def test_secret_example_is_valid_and_not_in_the_base() -> None:
 
 def test_every_container_has_probes_limits_and_a_locked_down_context(manifests: list[dict[str, Any]]) -> None:
     workloads = _workloads(manifests)
-    assert {w["metadata"]["name"] for w in workloads} >= {"nats", "config", "gateway"}
+    assert {w["metadata"]["name"] for w in workloads} >= {"nats", "config", "gateway", "clickhouse", "cdr"}
     problems = []
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
@@ -268,12 +281,16 @@ def test_env_references_resolve_and_match_the_services_settings(manifests: list[
         if doc["kind"] == "ConfigMap"
         for key in doc["data"]
     }
+    assert set(SERVICES) <= {
+        w["metadata"]["name"] for w in _workloads(manifests) if w["kind"] == "Deployment"
+    }
     problems = []
-    for name in SERVICES:
-        workload = _find(manifests, "Deployment", name)
+    for workload in _workloads(manifests):
+        name = workload["metadata"]["name"]
         for where, container in _containers(workload):
             env = container.get("env", [])
-            problems += _unknown_settings(name, [var["name"] for var in env], where)
+            if name in SERVICES:
+                problems += _unknown_settings(name, [var["name"] for var in env], where)
             for var in env:
                 source = var.get("valueFrom", {})
                 for ref_kind, known in (("secretKeyRef", secret_keys), ("configMapKeyRef", config_keys)):
@@ -283,6 +300,116 @@ def test_env_references_resolve_and_match_the_services_settings(manifests: list[
                             f"{where}: {var['name']}: {ref_kind} {ref['name']}/{ref['key']} does not exist"
                         )
     assert not problems, "\n".join(problems)
+
+
+def _env_values(manifests: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment, resolved: a plain value, a ConfigMap's value, or
+    ``secret:<Secret>/<key>`` for a Secret's (whose value is not in the base)."""
+    values = {}
+    for var in container.get("env", []):
+        source = var.get("valueFrom", {})
+        if "value" in var:
+            values[var["name"]] = var["value"]
+        elif ref := source.get("configMapKeyRef"):
+            values[var["name"]] = _find(manifests, "ConfigMap", ref["name"])["data"][ref["key"]]
+        elif ref := source.get("secretKeyRef"):
+            values[var["name"]] = f"secret:{ref['name']}/{ref['key']}"
+    return values
+
+
+def _container_port(container: dict[str, Any], port: str | int) -> int:
+    for declared in container.get("ports", []):
+        if port in (declared.get("name"), declared["containerPort"]):
+            return int(declared["containerPort"])
+    raise AssertionError(f"container {container['name']} has no port {port}")
+
+
+def _service_target(manifests: list[dict[str, Any]], host: str, port: int) -> tuple[dict[str, Any], int]:
+    """The workload container port that ``host:port`` (a Service of the base) reaches."""
+    service = _find(manifests, "Service", host)
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port] or [None]
+    assert service_port, f"Service/{host} has no port {port}"
+    for workload in _workloads(manifests):
+        if service["spec"]["selector"].items() <= workload["spec"]["template"]["metadata"]["labels"].items():
+            for _, container in _containers(workload):
+                try:
+                    return workload, _container_port(container, service_port.get("targetPort", port))
+                except AssertionError:
+                    continue
+    raise AssertionError(f"Service/{host} port {port} reaches no container port")
+
+
+def _clickhouse_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = _find(manifests, "StatefulSet", "clickhouse")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    (container,) = containers
+    return container
+
+
+def test_cdr_runs_one_replica_against_the_clickhouse_server(manifests: list[dict[str, Any]]) -> None:
+    cdr = _find(manifests, "Deployment", "cdr")
+    assert cdr["spec"]["replicas"] == 1, "the search subscriber has no queue group: see cdr.yaml"
+    (container,) = cdr["spec"]["template"]["spec"]["containers"]
+    env = _env_values(manifests, container)
+    assert env["SB_CDR_BACKEND"] == "server", "the embedded chDB store would live and die with the pod"
+    assert env["SB_CDR_NATS_URL"] == "nats://nats:4222"
+    assert int(env["SB_CDR_HTTP_PORT"]) == _container_port(container, "http")
+    workload, port = _service_target(
+        manifests, env["SB_CDR_CLICKHOUSE_HOST"], int(env["SB_CDR_CLICKHOUSE_PORT"])
+    )
+    assert (workload["kind"], workload["metadata"]["name"]) == ("StatefulSet", "clickhouse")
+    assert port == 9000, "the cdr service speaks ClickHouse's native protocol (9000), not HTTP"
+    assert env["SB_CDR_CLICKHOUSE_PASSWORD"].startswith("secret:"), "the password must come from a Secret"
+
+
+def test_clickhouse_keeps_its_data_on_a_persistent_volume(manifests: list[dict[str, Any]]) -> None:
+    clickhouse = _find(manifests, "StatefulSet", "clickhouse")
+    assert _find(manifests, "Service", clickhouse["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
+    claims = {claim["metadata"]["name"] for claim in clickhouse["spec"]["volumeClaimTemplates"]}
+    container = _clickhouse_container(manifests)
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert mounts["/var/lib/clickhouse"]["name"] in claims, "ClickHouse's data path is not on a PVC"
+    # The image's entrypoint writes users.d files into /etc and chowns as root: neither works with
+    # a read-only root filesystem and runAsNonRoot, so the server is started directly.
+    assert container["command"][0].endswith("/clickhouse-server")
+    assert container.get("workingDir") == "/var/lib/clickhouse"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        http = container[probe]["httpGet"]
+        assert http["path"] == "/ping"
+        assert _container_port(container, http["port"]) == 8123
+    assert _container_port(container, "native") == 9000
+    assert not container["image"].endswith(":latest")
+    assert container["image"].startswith("clickhouse/clickhouse-server:")
+
+
+def test_clickhouse_users_come_from_the_configmap_and_the_secret(manifests: list[dict[str, Any]]) -> None:
+    container = _clickhouse_container(manifests)
+    pod = _find(manifests, "StatefulSet", "clickhouse")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    (users_mount,) = [m for m in container["volumeMounts"] if m["mountPath"].startswith(CLICKHOUSE_USERS_D)]
+    config_map = volumes[users_mount["name"]]["configMap"]["name"]
+    assert config_map == "clickhouse-users"
+    assert users_mount["subPath"] in _find(manifests, "ConfigMap", config_map)["data"]
+    assert users_mount["mountPath"].endswith(".xml")
+    env = _env_values(manifests, container)
+    users = _clickhouse_users(_k8s_clickhouse_users(manifests))
+    for user, (variable, _) in users.items():
+        assert env.get(variable, "").startswith("secret:"), (
+            f"{user}: password {variable} is not from a Secret"
+        )
+    # The cdr service logs in as a user of that file, with the password that user reads.
+    (cdr,) = _find(manifests, "Deployment", "cdr")["spec"]["template"]["spec"]["containers"]
+    cdr_env = _env_values(manifests, cdr)
+    user = cdr_env["SB_CDR_CLICKHOUSE_USER"]
+    assert user in users, f"the cdr service logs in as {user}, which clickhouse-users does not define"
+    assert cdr_env["SB_CDR_CLICKHOUSE_PASSWORD"] == env[users[user][0]]
+    assert users[user][1] is None, "the cdr service needs a user that may write"
+    # Grafana's read-only user may read the cdr service's database.
+    readers = {
+        name for name, (_, database) in users.items() if database == cdr_env["SB_CDR_CLICKHOUSE_DATABASE"]
+    }
+    assert "grafana" in readers, "the grafana user may not read the cdr service's database"
 
 
 def _settings_fields(service: str) -> tuple[str, dict[str, Any]]:
@@ -298,6 +425,108 @@ def _unknown_settings(service: str, variables: list[str], where: str) -> list[st
         for var in variables
         if var.startswith(prefix) and var.removeprefix(prefix).lower() not in fields
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# ClickHouse users (one file: a ConfigMap in deploy/k8s, an inline config in docker-compose.yml)
+
+
+def _k8s_clickhouse_users(manifests: list[dict[str, Any]]) -> str:
+    text: str = _find(manifests, "ConfigMap", "clickhouse-users")["data"]["switchboard.xml"]
+    return text
+
+
+def _compose_clickhouse_users(compose: dict[str, Any]) -> str:
+    (target,) = [
+        config
+        for config in compose["services"]["clickhouse"].get("configs", [])
+        if config["target"].startswith(CLICKHOUSE_USERS_D)
+    ]
+    text: str = compose["configs"][target["source"]]["content"]
+    return text
+
+
+def _parse_xml(text: str) -> ET.Element:
+    return ET.fromstring(text)  # noqa: S314 (the repository's own file)
+
+
+def _clickhouse_users(text: str) -> dict[str, tuple[str, str | None]]:
+    """user -> (the environment variable its password comes from, the one database it may read,
+    or None for a user with every privilege). Fails on a password written into the file and on a
+    read-only user that is not read-only or may read more than one database."""
+    root = _parse_xml(text)
+    profiles_element = root.find("profiles")
+    profiles = {p.tag: p for p in profiles_element} if profiles_element is not None else {}
+    users_element = root.find("users")
+    assert users_element is not None, "no <users>"
+    users: dict[str, tuple[str, str | None]] = {}
+    for user in users_element:
+        if user.get("remove") == "remove":
+            continue
+        for element in user:
+            if element.tag.startswith("password"):
+                assert element.tag == "password" and element.get("from_env"), (
+                    f"{user.tag}: the password must come from the environment (<password from_env=...>)"
+                )
+                assert not (element.text or "").strip(), f"{user.tag}: a password is written in the file"
+        password = user.find("password")
+        assert password is not None, f"{user.tag}: no password"
+        grants = [(query.text or "").strip() for query in user.findall("grants/query")]
+        profile = profiles.get(user.findtext("profile", "default"))
+        readonly = profile is not None and profile.findtext("readonly") == "1"
+        database = None
+        if grants or readonly:
+            assert profile is not None and readonly, (
+                f"{user.tag}: has grants but its profile is not readonly = 1"
+            )
+            match = [re.fullmatch(r"GRANT SELECT ON `?(\w+)`?\.\*", grant) for grant in grants]
+            assert len(match) == 1 and match[0], (
+                f"{user.tag}: expected exactly GRANT SELECT ON <db>.*: {grants}"
+            )
+            database = match[0].group(1)
+            # The Grafana plugin sets max_execution_time on every query; readonly = 1 refuses
+            # that unless the setting is changeable_in_readonly.
+            assert profile.find("constraints/max_execution_time/changeable_in_readonly") is not None, (
+                f"{user.tag}: max_execution_time is not changeable_in_readonly"
+            )
+        users[user.tag] = (str(password.get("from_env")), database)
+    return users
+
+
+def test_clickhouse_users_are_safe_and_the_same_in_compose_and_k8s(
+    manifests: list[dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    k8s, in_compose = _k8s_clickhouse_users(manifests), _compose_clickhouse_users(compose)
+    assert ET.canonicalize(k8s, strip_text=True) == ET.canonicalize(in_compose, strip_text=True), (
+        "deploy/k8s/clickhouse.yaml (clickhouse-users) and docker-compose.yml (configs) differ"
+    )
+    root = _parse_xml(k8s)
+    default = root.find("users/default")
+    assert default is not None and default.get("remove") == "remove", (
+        "the image's passwordless default user must be removed"
+    )
+    users = _clickhouse_users(k8s)
+    assert (
+        users["grafana"][1]
+        == _find(manifests, "ConfigMap", "switchboard-settings")["data"]["CLICKHOUSE_DATABASE"]
+    )
+    assert any(database is None for _, database in users.values()), "no user may write (the cdr service)"
+
+
+def test_clickhouse_users_check_is_real() -> None:
+    good = """<clickhouse><profiles><ro><readonly>1</readonly><constraints><max_execution_time>
+        <changeable_in_readonly/></max_execution_time></constraints></ro></profiles><users>
+        <default remove="remove"/><w><password from_env="W"/></w><r><password from_env="R"/>
+        <profile>ro</profile><grants><query>GRANT SELECT ON db.*</query></grants></r></users></clickhouse>"""
+    assert _clickhouse_users(good) == {"w": ("W", None), "r": ("R", "db")}
+    for broken, message in (
+        (good.replace('<password from_env="W"/>', "<password>secret</password>"), "from the environment"),
+        (good.replace("<readonly>1</readonly>", ""), "not readonly"),
+        (good.replace("<changeable_in_readonly/>", ""), "changeable_in_readonly"),
+        (good.replace("SELECT ON db.*", "ALL ON *.*"), "GRANT SELECT ON"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            _clickhouse_users(broken)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,14 +616,166 @@ def test_compose_services_use_known_settings_and_require_secrets(compose: dict[s
         prefix = SERVICES[name][1]
         if environment.get(f"{prefix}NATS_URL") != "nats://nats:4222":
             problems.append(f"compose {name}: {prefix}NATS_URL is not nats://nats:4222")
-    required = {"gateway": "SB_GATEWAY_OPERATOR_KEY", "config": "SB_CONFIG_SECRET_KEY"}
+    required = {
+        "gateway": "SB_GATEWAY_OPERATOR_KEY",
+        "config": "SB_CONFIG_SECRET_KEY",
+        "cdr": "SB_CDR_CLICKHOUSE_PASSWORD",
+    }
     for name, var in required.items():
         value = services[name]["environment"][var]
-        if not re.fullmatch(rf"\$\{{{var}:\?[^}}]+\}}", value):
+        if _required_variable(value) != var:
             problems.append(
                 f"{name}: {var} must come from the environment as ${{{var}:?message}}, not {value!r}"
             )
+    # Every secret of every service (ClickHouse's and Grafana's included) comes from the
+    # environment, and compose refuses to start without it.
+    for name, service in services.items():
+        for var, value in _compose_environment(service).items():
+            if SECRET_VARIABLE.search(var) and _required_variable(value) is None:
+                problems.append(f"{name}: secret {var} must be ${{SOME_VARIABLE:?message}}, not {value!r}")
     assert "8000:8000" in [str(port) for port in services["gateway"].get("ports", [])]
+    assert not problems, "\n".join(problems)
+
+
+SECRET_VARIABLE = re.compile(r"(PASSWORD|SECRET|_KEY)$")
+
+
+def _required_variable(value: Any) -> str | None:
+    """VAR when ``value`` is exactly ``${VAR:?message}``: compose stops when VAR is unset or empty."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value))
+    return match.group(1) if match else None
+
+
+def _compose_environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) if "=" in item else (item, "") for item in environment)
+    return {str(key): str(value) for key, value in environment.items()}
+
+
+def _compose_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a service's volumes (bind sources resolved to absolute paths)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        if source.startswith((".", "/")):
+            source = str((ROOT / source).resolve())
+        mounts[target] = source
+    return mounts
+
+
+def test_compose_runs_clickhouse_with_a_volume_and_a_ping_healthcheck(compose: dict[str, Any]) -> None:
+    clickhouse = compose["services"]["clickhouse"]
+    assert clickhouse["image"].startswith("clickhouse/clickhouse-server:")
+    test = clickhouse["healthcheck"]["test"]
+    command = " ".join(test[1:]) if isinstance(test, list) else test
+    assert command == "wget --spider -q http://127.0.0.1:8123/ping"
+    assert not clickhouse.get("ports"), "ClickHouse must stay on the compose network (native port 9000)"
+    data = _compose_mounts(clickhouse).get("/var/lib/clickhouse")
+    assert data in compose.get("volumes", {}), "ClickHouse's data path is not on a named volume"
+    # Every password the users file reads from the environment is given, from a required variable.
+    environment = _compose_environment(clickhouse)
+    for user, (variable, _) in _clickhouse_users(_compose_clickhouse_users(compose)).items():
+        assert _required_variable(environment.get(variable)), f"{user}: {variable} is not a required variable"
+
+
+def test_compose_cdr_uses_the_clickhouse_server(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    cdr = services["cdr"]
+    environment = _compose_environment(cdr)
+    assert environment["SB_CDR_BACKEND"] == "server", "the embedded chDB store would die with the container"
+    assert environment["SB_CDR_CLICKHOUSE_HOST"] == "clickhouse"
+    assert environment["SB_CDR_CLICKHOUSE_PORT"] == "9000", "the native protocol, not HTTP (8123)"
+    for dependency in ("nats", "clickhouse"):
+        assert cdr["depends_on"][dependency]["condition"] == "service_healthy"
+    # The cdr service logs in as a user of the users file, with the password that user reads.
+    users = _clickhouse_users(_compose_clickhouse_users(compose))
+    user = environment["SB_CDR_CLICKHOUSE_USER"]
+    assert user in users, f"compose cdr logs in as {user}, which the ClickHouse users file does not define"
+    variable, database = users[user]
+    clickhouse_env = _compose_environment(services["clickhouse"])
+    assert _required_variable(environment["SB_CDR_CLICKHOUSE_PASSWORD"]) == _required_variable(
+        clickhouse_env[variable]
+    ), f"cdr's password and ClickHouse's {variable} come from different variables"
+    assert database is None, "the cdr service needs a user that may write"
+    assert users["grafana"][1] == environment["SB_CDR_CLICKHOUSE_DATABASE"]
+
+
+_GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _expanded_variables(value: Any) -> set[str]:
+    """The environment variables Grafana expands in a provisioning file's values ($VAR, ${VAR})."""
+    if isinstance(value, dict):
+        return set().union(*(_expanded_variables(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_expanded_variables(v) for v in value))
+    return {a or b for a, b in _GRAFANA_VARIABLE.findall(str(value))}
+
+
+def _expand(value: Any, environment: dict[str, str]) -> str:
+    return _GRAFANA_VARIABLE.sub(lambda m: environment.get(m.group(1) or m.group(2), ""), str(value))
+
+
+def test_compose_grafana_matches_the_provisioning_files(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    grafana = services["grafana"]
+    environment = _compose_environment(grafana)
+    mounts = _compose_mounts(grafana)
+    problems = []
+    # The datasource's plugin, installed before provisioning runs and pinned to a version.
+    (datasource,) = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"]
+    plugins = dict(
+        entry.partition("@")[::2]
+        for entry in environment.get("GF_PLUGINS_PREINSTALL_SYNC", "").split(",")
+        if entry
+    )
+    if not plugins.get(datasource["type"]):
+        problems.append(f"GF_PLUGINS_PREINSTALL_SYNC does not install {datasource['type']}@<version>")
+    # Every variable the datasource file expands is set; it points at the ClickHouse service.
+    for name in sorted(_expanded_variables(datasource)):
+        if name not in environment:
+            problems.append(
+                f"{GRAFANA_DATASOURCE.relative_to(ROOT)} expands ${name}, which grafana does not set"
+            )
+    settings = {key: _expand(value, environment) for key, value in datasource["jsonData"].items()}
+    if settings.get("host") != "clickhouse" or settings.get("port") != "9000":
+        problems.append(
+            f"the datasource reaches {settings.get('host')}:{settings.get('port')}, not clickhouse:9000"
+        )
+    users = _clickhouse_users(_compose_clickhouse_users(compose))
+    reader = users.get(settings.get("username", ""))
+    if reader is None or reader[1] != settings.get("defaultDatabase"):
+        problems.append(
+            f"ClickHouse user {settings.get('username')} is not a reader of {settings.get('defaultDatabase')}"
+        )
+    else:
+        password = _required_variable(_expand(datasource["secureJsonData"]["password"], environment))
+        if password is None or password != _required_variable(
+            _compose_environment(services["clickhouse"])[reader[0]]
+        ):
+            problems.append("grafana's ClickHouse password and ClickHouse's come from different variables")
+    # Provisioning folders at /etc/grafana/provisioning/<folder> (or the whole folder at once).
+    provisioning = GRAFANA_DIR / "provisioning"
+    if mounts.get(GRAFANA_PROVISIONING_CONTAINER_DIR) != str(provisioning.resolve()):
+        for folder in sorted(path for path in provisioning.iterdir() if path.is_dir()):
+            target = f"{GRAFANA_PROVISIONING_CONTAINER_DIR}/{folder.name}"
+            if mounts.get(target) != str(folder.resolve()):
+                problems.append(f"{folder.relative_to(ROOT)} is not mounted at {target}")
+    # Dashboards where the dashboard provider reads them.
+    for provider_file in sorted((provisioning / "dashboards").glob("*.y*ml")):
+        for provider in yaml.safe_load(provider_file.read_text())["providers"]:
+            path = provider["options"]["path"]
+            source = mounts.get(path)
+            if source is None or not list(Path(source).glob("*.json")):
+                problems.append(
+                    f"{provider_file.relative_to(ROOT)}: nothing with dashboards is mounted at {path}"
+                )
+    if grafana["depends_on"]["clickhouse"]["condition"] != "service_healthy":
+        problems.append("grafana does not wait for ClickHouse")
     assert not problems, "\n".join(problems)
 
 
@@ -559,6 +940,33 @@ def test_dockerfile_runs_the_service_on_its_port(service: str) -> None:
     assert healthcheck is not None
     assert "/healthz" in healthcheck.args
     assert str(port) in healthcheck.args
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_dockerfile_installs_the_service_lock_with_hashes(service: str) -> None:
+    stages = parse_dockerfile((ROOT / "services" / service / "Dockerfile").read_text())
+    instructions = [i for stage in stages for i in stage.instructions]
+    lock = f"services/{service}/requirements.lock"
+    assert (ROOT / lock).is_file()
+    assert any(i.keyword == "COPY" and shlex.split(i.args)[0] == lock for i in instructions), (
+        f"{lock} is not copied"
+    )
+    assert any(
+        i.keyword == "RUN"
+        and "pip install" in i.args
+        and "--require-hashes" in i.args
+        and "-r" in i.args.split()
+        for i in instructions
+    ), "third-party packages are not installed from the lock with --require-hashes"
+    # The image's own SB_* defaults are settings of the service.
+    final = _final_stage(stages)
+    variables = [
+        word.split("=", 1)[0]
+        for i in final.instructions
+        if i.keyword == "ENV"
+        for word in shlex.split(i.args)
+    ]
+    assert not _unknown_settings(service, variables, f"services/{service}/Dockerfile")
 
 
 @pytest.mark.parametrize(

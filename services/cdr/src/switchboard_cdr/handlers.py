@@ -13,7 +13,7 @@ from .service import CallHistoryService
 
 
 def register(broker: NatsBroker, service: CallHistoryService) -> None:
-    @broker.subscriber(CDR_SEARCH_PATTERN, title="search call history")
+    @broker.subscriber(CDR_SEARCH_PATTERN, queue="cdr", title="search call history")
     async def search(body: CallSearchRequest, msg: NatsMessage) -> dict[str, Any]:
         try:
             if msg.raw_message.subject.split(".")[2] != body.tenant_id:
