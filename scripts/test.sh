@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/bootstrap.sh
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+"$ROOT/scripts/install-ffmpeg.sh"  # the media tests convert audio with Debian's ffmpeg
 
 echo "== ruff"
 ruff check .

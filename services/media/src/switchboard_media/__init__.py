@@ -1,0 +1,1 @@
+"""Switchboard media service: tenants' sound files and call recordings."""
