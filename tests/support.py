@@ -130,8 +130,15 @@ class Platform:
     OPERATOR_KEY = "operator-key-of-a-private-platform"
     CONFIG_SECRET_KEY = "6lqoS3tw2_C4yE7hwq0xUZlPsYbVvLkD2fPKzq9tRJ0="  # a Fernet key for tests
 
-    def __init__(self, work: Path, cdr_env: dict[str, str] | None = None, request_timeout: str = "2") -> None:
+    def __init__(
+        self,
+        work: Path,
+        cdr_env: dict[str, str] | None = None,
+        request_timeout: str = "2",
+        media_env: dict[str, str] | None = None,
+    ) -> None:
         self.work = work
+        self.media_env = media_env
         self.operator_key = self.OPERATOR_KEY
         self.nats = NatsServer(work / "nats")
         self.services: dict[str, ServiceProcess] = {}
@@ -153,6 +160,8 @@ class Platform:
         ).start()
         if self.cdr_env is not None:
             self._service("cdr", "switchboard-cdr", self.cdr_env, "SB_CDR").start()
+        if self.media_env is not None:
+            self._service("media", "switchboard-media", self.media_env, "SB_MEDIA").start()
         gateway = self._service(
             "gateway",
             "switchboard-gateway",

@@ -94,3 +94,24 @@ def cdr_search(tenant_id: TenantId) -> str:
 
 
 CDR_SEARCH_PATTERN = RPC_PREFIX + ".cdr.*.calls.search"
+
+
+# Media -----------------------------------------------------------------------------------
+
+MEDIA_EVENTS_STREAM = "PBX_MEDIA"
+MEDIA_EVENTS_SUBJECTS = ["pbx.*.media.>"]
+
+
+def media_rpc(tenant_id: TenantId, action: str) -> str:
+    """``rpc.media.<tenant>.sound.<create|get|list|delete|read>``."""
+    return f"{RPC_PREFIX}.media.{tenant_id}.sound.{action}"
+
+
+def media_event(tenant_id: TenantId, change: Change) -> str:
+    """``pbx.<tenant>.media.sound.<created|deleted>`` with the sound file's metadata."""
+    return f"pbx.{tenant_id}.media.sound.{change.value}"
+
+
+def config_sound_usages(tenant_id: TenantId) -> str:
+    """``rpc.config.<tenant>.sound.usages``: which IVR menus and queues use a sound file."""
+    return f"{RPC_PREFIX}.config.{tenant_id}.sound.usages"
