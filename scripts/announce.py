@@ -12,6 +12,7 @@ import urllib.request
 CHECKS = {
     "config": f"http://127.0.0.1:{os.environ['SB_CONFIG_HTTP_PORT']}/readyz",
     "cdr": f"http://127.0.0.1:{os.environ['SB_CDR_HTTP_PORT']}/readyz",
+    "media": f"http://127.0.0.1:{os.environ['SB_MEDIA_HTTP_PORT']}/readyz",
     "gateway": f"http://127.0.0.1:{os.environ['SB_GATEWAY_HTTP_PORT']}/readyz",
 }
 

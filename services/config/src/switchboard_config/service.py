@@ -349,8 +349,26 @@ class ConfigService:
                 )  # fmt: skip
             await self._drop_entity(state, kind, entity, revision)
 
-    def snapshot_entities(self, tenant_id: str) -> TenantState:
-        return self._state(tenant_id)
+    def sound_usages(self, tenant_id: str, sound_id: str) -> list[dict[str, Any]]:
+        """Objects that use a sound file (the media service asks before deleting it)."""
+        fields = {
+            EntityKind.IVR_MENU: ("greeting_sound_id",),
+            EntityKind.QUEUE: ("music_on_hold_sound_id", "all_busy_sound_id"),
+        }
+        state = self._state(tenant_id)
+        return [
+            {
+                "kind": kind.value,
+                "id": entity.id,
+                "name": entity.name,
+                "number": entity.number,
+                "field": field,
+            }
+            for kind, names in fields.items()
+            for entity in state.entities[kind].values()
+            for field in names
+            if getattr(entity, field, None) == sound_id
+        ]
 
     async def snapshot(self, tenant_id: str) -> Snapshot:
         state = self._state(tenant_id)
