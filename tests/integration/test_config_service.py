@@ -304,3 +304,42 @@ async def test_tenant_rules(env: Env) -> None:
     await env.service.create_tenant(
         TenantFields(id=env.tenant, name="Again", sip_domain=f"{env.tenant}.example.com")
     )
+
+
+async def test_sound_files_must_exist(env: Env) -> None:
+    """The media service is asked (here a stand-in answering for two known files)."""
+    known = {"aaaaaaaa11111111", "bbbbbbbb22222222"}
+    answers: dict[str, bool | None] = {}
+
+    async def lookup(tenant_id: str, sound_id: str) -> bool | None:
+        assert tenant_id == env.tenant
+        return answers.get(sound_id, sound_id in known)
+
+    store = KvStore(env.bucket)
+    await store.open(env.broker.connection.jetstream())
+    service = ConfigService(store, JetStreamEvents(env.broker), Sealer(env.key), lookup)
+    await service.load()
+    await service.create(EMP, env.tenant, {"name": "Ivan", "number": "101"})
+    menu = {"name": "Main", "number": "300", "default_target": "101", "greeting_sound_id": "cccccccc33333333"}
+    with pytest.raises(ServiceError) as exc:
+        await service.create(IVR, env.tenant, menu)
+    assert error_of(exc)[:2] == (ErrorCode.VALIDATION, "greeting_sound_id")
+    created = await service.create(IVR, env.tenant, {**menu, "greeting_sound_id": "aaaaaaaa11111111"})
+    answers["bbbbbbbb22222222"] = None  # the media service does not answer
+    with pytest.raises(ServiceError) as exc:
+        await service.update(
+            IVR, env.tenant, created.id, created.revision, {"greeting_sound_id": "bbbbbbbb22222222"}
+        )
+    assert error_of(exc)[0] is ErrorCode.UNAVAILABLE
+    # an unchanged sound is not asked about again
+    answers["aaaaaaaa11111111"] = None
+    await service.update(IVR, env.tenant, created.id, created.revision, {"name": "Main menu"})
+    assert service.sound_usages(env.tenant, "aaaaaaaa11111111") == [
+        {
+            "kind": "ivr_menu",
+            "id": created.id,
+            "name": "Main menu",
+            "number": "300",
+            "field": "greeting_sound_id",
+        }
+    ]

@@ -3,6 +3,7 @@ Nothing happens at import; ``run()`` (the console script) or an ASGI server star
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from faststream.nats import NatsBroker
 from pydantic import ValidationError
 from switchboard_contracts.errors import error_reply
 from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
+from switchboard_contracts.subjects import media_rpc
 
 from . import events, handlers
 from .events import JetStreamEvents, ensure_stream
@@ -40,7 +42,23 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
     settings = settings or Settings()
     broker = build_broker(settings)
     store = KvStore(settings.kv_bucket, settings.kv_replicas)
-    service = ConfigService(store, JetStreamEvents(broker), Sealer(settings.secret_key.get_secret_value()))
+
+    async def sound_exists(tenant_id: str, sound_id: str) -> bool | None:
+        """Ask the media service (it owns the sound files)."""
+        try:
+            reply = await broker.request(
+                {"tenant_id": tenant_id, "id": sound_id}, media_rpc(tenant_id, "get"), timeout=3
+            )
+        except Exception:
+            return None
+        answer = json.loads(reply.body)
+        if answer.get("ok"):
+            return True
+        return False if answer["error"]["code"] == "not_found" else None
+
+    service = ConfigService(
+        store, JetStreamEvents(broker), Sealer(settings.secret_key.get_secret_value()), sound_exists
+    )
     handlers.register(broker, service)
     events.document(broker)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -56,10 +57,22 @@ def _not_found(what: str, ident: str, field: str = "id") -> ServiceError:
     return ServiceError(ErrorCode.NOT_FOUND, f"{what} {ident!r} does not exist", field)
 
 
+#: Asks the media service whether a sound file exists: True, False, or None when it cannot tell.
+SoundLookup = Callable[[str, str], Awaitable[bool | None]]
+
+SOUND_FIELDS: dict[EntityKind, tuple[str, ...]] = {
+    EntityKind.IVR_MENU: ("greeting_sound_id",),
+    EntityKind.QUEUE: ("music_on_hold_sound_id", "all_busy_sound_id"),
+}
+
+
 class ConfigService:
-    def __init__(self, store: Store, events: EventSink, sealer: Sealer | None = None) -> None:
+    def __init__(
+        self, store: Store, events: EventSink, sealer: Sealer | None = None, sounds: SoundLookup | None = None
+    ) -> None:
         self._store = store
         self._events = events
+        self._sounds = sounds
         self._sealer = sealer or Sealer("")
         self._tenants: dict[str, TenantState] = {}
         self.ready = False
@@ -271,6 +284,7 @@ class ConfigService:
                 "updated_at": now,
             }
         )
+        await self._check_sounds(kind, entity, None)
         async with state.lock:
             self._check_references(state, kind, entity)
             claimed = await self._claim_numbers(state, kind, entity, None)
@@ -310,6 +324,7 @@ class ConfigService:
                  "created_at": current.created_at, "updated_at": utcnow()}
             )  # fmt: skip
             self._check_references(state, kind, entity)
+            await self._check_sounds(kind, entity, current)
             claimed = await self._claim_numbers(state, kind, entity, current)
             key = entity_key(tenant_id, kind.value, entity_id)
             try:
@@ -351,10 +366,6 @@ class ConfigService:
 
     def sound_usages(self, tenant_id: str, sound_id: str) -> list[dict[str, Any]]:
         """Objects that use a sound file (the media service asks before deleting it)."""
-        fields = {
-            EntityKind.IVR_MENU: ("greeting_sound_id",),
-            EntityKind.QUEUE: ("music_on_hold_sound_id", "all_busy_sound_id"),
-        }
         state = self._state(tenant_id)
         return [
             {
@@ -364,7 +375,7 @@ class ConfigService:
                 "number": entity.number,
                 "field": field,
             }
-            for kind, names in fields.items()
+            for kind, names in SOUND_FIELDS.items()
             for entity in state.entities[kind].values()
             for field in names
             if getattr(entity, field, None) == sound_id
@@ -386,6 +397,26 @@ class ConfigService:
             )
 
     # -- internals ----------------------------------------------------------------------
+
+    async def _check_sounds(
+        self, kind: EntityKind, entity: StoredEntity, current: StoredEntity | None
+    ) -> None:
+        """Sound files set (or changed) on an IVR menu or queue must exist in the media service."""
+        if self._sounds is None:
+            return
+        for field in SOUND_FIELDS.get(kind, ()):
+            sound_id = getattr(entity, field, None)
+            if sound_id is None or (current is not None and getattr(current, field, None) == sound_id):
+                continue
+            exists = await self._sounds(entity.tenant_id, sound_id)
+            if exists is None:
+                raise ServiceError(
+                    ErrorCode.UNAVAILABLE,
+                    "cannot check the sound file: the media service is not answering",
+                    field,
+                )
+            if not exists:
+                raise ServiceError(ErrorCode.VALIDATION, f"sound file {sound_id!r} does not exist", field)
 
     def _check_references(self, state: TenantState, kind: EntityKind, entity: StoredEntity) -> None:
         own = entity.number
