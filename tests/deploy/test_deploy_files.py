@@ -1,6 +1,6 @@
 """Static checks of the operator-facing deployment files: the services' Dockerfiles,
 docker-compose.yml and the kustomize base in deploy/k8s (and how both wire ClickHouse and Grafana
-to the provisioning files of deploy/grafana).
+to the provisioning files of deploy/grafana, and the media service to MinIO).
 
 Nothing is built, started or fetched: the Kubernetes manifests are rendered with
 ``kubectl kustomize`` (or, where kubectl is not installed, read from the files the kustomization
@@ -48,7 +48,11 @@ SERVICES = {
     "config": ("switchboard_config.settings", "SB_CONFIG_"),
     "gateway": ("switchboard_gateway.settings", "SB_GATEWAY_"),
     "cdr": ("switchboard_cdr.settings", "SB_CDR_"),
+    "media": ("switchboard_media.settings", "SB_MEDIA_"),
 }
+# MinIO's images left Docker Hub with the archived community edition: pinned from quay.io.
+MINIO_IMAGE_PREFIX = "quay.io/minio/minio:RELEASE."
+MINIO_HEALTHCHECKS = {"mc ready local", "curl -f http://127.0.0.1:9000/minio/health/live"}
 CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 
@@ -150,6 +154,11 @@ def test_kustomize_renders_the_expected_resources(manifests: list[dict[str, Any]
         ("Service", "clickhouse"),
         ("Service", "clickhouse-headless"),
         ("Deployment", "cdr"),
+        ("StatefulSet", "minio"),
+        ("Service", "minio"),
+        ("Service", "minio-headless"),
+        ("Deployment", "media"),
+        ("PodDisruptionBudget", "media"),
     }
     assert expected <= present, f"missing: {sorted(expected - present)}"
     assert not any(kind == "Secret" for kind, _ in present), "real Secrets must not be in the base"
@@ -183,7 +192,15 @@ def test_secret_example_is_valid_and_not_in_the_base() -> None:
 
 def test_every_container_has_probes_limits_and_a_locked_down_context(manifests: list[dict[str, Any]]) -> None:
     workloads = _workloads(manifests)
-    assert {w["metadata"]["name"] for w in workloads} >= {"nats", "config", "gateway", "clickhouse", "cdr"}
+    assert {w["metadata"]["name"] for w in workloads} >= {
+        "nats",
+        "config",
+        "gateway",
+        "clickhouse",
+        "cdr",
+        "minio",
+        "media",
+    }
     problems = []
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
@@ -410,6 +427,128 @@ def test_clickhouse_users_come_from_the_configmap_and_the_secret(manifests: list
         name for name, (_, database) in users.items() if database == cdr_env["SB_CDR_CLICKHOUSE_DATABASE"]
     }
     assert "grafana" in readers, "the grafana user may not read the cdr service's database"
+
+
+def _single_container(
+    manifests: list[dict[str, Any]], kind: str, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    workload = _find(manifests, kind, name)
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return workload, container
+
+
+def _mounted_volume(workload: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The pod volume (or the StatefulSet's claim, as ``{"persistentVolumeClaim": ...}``) that holds
+    ``path`` in ``container``: the one mounted there or at the nearest folder above it."""
+    pod = workload["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    for claim in workload["spec"].get("volumeClaimTemplates", []):
+        volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": claim["spec"]}
+    best: tuple[int, str] | None = None
+    for mount in container.get("volumeMounts", []):
+        mount_path = mount["mountPath"].rstrip("/") or "/"
+        holds = path == mount_path or path.startswith(mount_path.rstrip("/") + "/")
+        if holds and (best is None or len(mount_path) > best[0]):
+            best = (len(mount_path), mount["name"])
+    return volumes.get(best[1]) if best else None
+
+
+def _cli_flags(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Positional arguments and ``--flag value`` / ``--flag=value`` options of a command line."""
+    positional: list[str] = []
+    flags: dict[str, str] = {}
+    words = iter(args)
+    for word in words:
+        if word.startswith("--"):
+            name, equals, value = word.partition("=")
+            flags[name] = value if equals else next(words, "")
+        else:
+            positional.append(word)
+    return positional, flags
+
+
+def _port_of(address: str) -> int:
+    """The port of a listen address such as ``:9001`` or ``0.0.0.0:9001``."""
+    return int(address.rpartition(":")[2])
+
+
+def _media_subscribers() -> list[Any]:
+    """The NATS subscribers of the media service as its composition root builds them (nothing
+    connects)."""
+    module = importlib.import_module("switchboard_media.main")
+    settings = importlib.import_module(SERVICES["media"][0]).Settings()
+    _, broker = module.build(settings)
+    subscribers: list[Any] = list(broker.subscribers)
+    return subscribers
+
+
+def test_minio_keeps_its_data_on_a_persistent_volume(manifests: list[dict[str, Any]]) -> None:
+    minio, container = _single_container(manifests, "StatefulSet", "minio")
+    assert container["image"].startswith(MINIO_IMAGE_PREFIX), (
+        f"MinIO's image must be pinned from quay.io ({MINIO_IMAGE_PREFIX}...), not {container['image']}"
+    )
+    assert _find(manifests, "Service", minio["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
+    positional, flags = _cli_flags(container.get("command", [])[1:] + container.get("args", []))
+    assert positional[0] == "server", positional
+    data = positional[1]
+    assert "persistentVolumeClaim" in (_mounted_volume(minio, container, data) or {}), (
+        f"MinIO's data path {data} is not on a PVC"
+    )
+    # MinIO creates its certificates folder at start; the root filesystem is read-only.
+    certs = flags.get("--certs-dir")
+    assert certs, "without --certs-dir MinIO creates $HOME/.minio/certs, on the read-only root filesystem"
+    assert "emptyDir" in (_mounted_volume(minio, container, certs) or {}), f"{certs} is not writable"
+    api = _container_port(container, "api")
+    assert api == _port_of(flags.get("--address", ":9000"))
+    assert _container_port(container, "console") == _port_of(flags["--console-address"])
+    paths = {}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        http = container[probe]["httpGet"]
+        assert _container_port(container, http["port"]) == api, f"{probe} does not probe the S3 API port"
+        paths[probe] = http["path"]
+    assert paths["livenessProbe"] == "/minio/health/live"
+    assert paths["readinessProbe"] == "/minio/health/ready"
+    env = _env_values(manifests, container)
+    for variable in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert env.get(variable, "").startswith("secret:"), f"{variable} is not from a Secret"
+
+
+def test_media_scales_in_a_queue_group_and_reaches_minio(manifests: list[dict[str, Any]]) -> None:
+    media, container = _single_container(manifests, "Deployment", "media")
+    # Several replicas are safe only while every subscriber is in a queue group (one replica
+    # answers each request).
+    queues = {subscriber.queue for subscriber in _media_subscribers()}
+    assert queues == {"media"}, f"a media subscriber is outside the queue group: {queues}"
+    assert media["spec"]["replicas"] >= 2
+    pdb = _find(manifests, "PodDisruptionBudget", "media")
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= media["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert pdb["spec"]["minAvailable"] < media["spec"]["replicas"]
+    env = _env_values(manifests, container)
+    assert env["SB_MEDIA_NATS_URL"] == "nats://nats:4222"
+    assert int(env["SB_MEDIA_HTTP_PORT"]) == _container_port(container, "http")
+    # The S3 endpoint (host:port) is MinIO's S3 API, with MinIO's root credentials and region.
+    host, _, port = env["SB_MEDIA_S3_ENDPOINT"].rpartition(":")
+    workload, target = _service_target(manifests, host, int(port))
+    assert (workload["kind"], workload["metadata"]["name"]) == ("StatefulSet", "minio")
+    _, minio = _single_container(manifests, "StatefulSet", "minio")
+    assert target == _container_port(minio, "api"), "the endpoint reaches MinIO's console, not its S3 API"
+    minio_env = _env_values(manifests, minio)
+    assert env["SB_MEDIA_S3_ACCESS_KEY"].startswith("secret:")
+    assert env["SB_MEDIA_S3_ACCESS_KEY"] == minio_env["MINIO_ROOT_USER"]
+    assert env["SB_MEDIA_S3_SECRET_KEY"].startswith("secret:")
+    assert env["SB_MEDIA_S3_SECRET_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
+    assert env["SB_MEDIA_S3_REGION"] == minio_env.get("MINIO_SITE_REGION", "us-east-1")
+    assert env["SB_MEDIA_S3_SECURE"].lower() == "false", "MinIO has no certificates here: plain HTTP"
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", env["SB_MEDIA_S3_BUCKET"])
+    # Scratch space on an emptyDir (the root filesystem is read-only), pydub's TMPDIR too.
+    work_dir = env["SB_MEDIA_WORK_DIR"]
+    assert work_dir == _dockerfile_env("media")["SB_MEDIA_WORK_DIR"], "k8s and the image disagree"
+    for variable in ("SB_MEDIA_WORK_DIR", "TMPDIR"):
+        volume = _mounted_volume(media, container, env[variable]) or {}
+        assert volume.get("emptyDir", {}).get("sizeLimit"), f"{variable} is not on a size-limited emptyDir"
 
 
 def _settings_fields(service: str) -> tuple[str, dict[str, Any]]:
@@ -704,6 +843,76 @@ def test_compose_cdr_uses_the_clickhouse_server(compose: dict[str, Any]) -> None
     assert users["grafana"][1] == environment["SB_CDR_CLICKHOUSE_DATABASE"]
 
 
+def _compose_command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
+
+
+def _compose_writable_paths(service: dict[str, Any]) -> set[str]:
+    """Where a read-only container may still write: its tmpfs mounts and writable volumes."""
+    tmpfs = service.get("tmpfs", [])
+    paths = {entry.split(":")[0] for entry in ([tmpfs] if isinstance(tmpfs, str) else tmpfs)}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            if len(parts) < 3 or "ro" not in parts[2].split(","):
+                paths.add(parts[1] if len(parts) > 1 else parts[0])
+        elif not volume.get("read_only"):
+            paths.add(volume["target"])
+    return paths
+
+
+def test_compose_runs_minio_from_quay_with_a_volume_and_a_healthcheck(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]
+    assert minio["image"].startswith(MINIO_IMAGE_PREFIX), f"not pinned from quay.io: {minio['image']}"
+    positional, flags = _cli_flags(_compose_command(minio))
+    assert positional[0] == "server", positional
+    data = _compose_mounts(minio).get(positional[1])
+    assert data in compose.get("volumes", {}), "MinIO's data path is not on a named volume"
+    assert _port_of(flags["--console-address"]) == 9001
+    assert _port_of(flags.get("--address", ":9000")) == 9000
+    test = minio["healthcheck"]["test"]
+    command = " ".join(test[1:]) if isinstance(test, list) else test
+    assert command in MINIO_HEALTHCHECKS, f"{command!r}: the image has mc (and not always curl)"
+    environment = _compose_environment(minio)
+    for variable in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert _required_variable(environment.get(variable)), f"{variable} is not a required variable"
+    for port in minio.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"MinIO's port {port} is published beyond loopback"
+        assert not str(port).endswith(":9000"), "the S3 API must stay on the compose network"
+
+
+def test_compose_media_uses_minio(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    media = services["media"]
+    environment = _compose_environment(media)
+    for dependency in ("nats", "minio"):
+        assert media["depends_on"][dependency]["condition"] == "service_healthy"
+    minio_environment = _compose_environment(services["minio"])
+    _, flags = _cli_flags(_compose_command(services["minio"]))
+    assert environment["SB_MEDIA_S3_ENDPOINT"] == f"minio:{_port_of(flags.get('--address', ':9000'))}"
+    for key, minio_variable in (
+        ("SB_MEDIA_S3_ACCESS_KEY", "MINIO_ROOT_USER"),
+        ("SB_MEDIA_S3_SECRET_KEY", "MINIO_ROOT_PASSWORD"),
+    ):
+        variable = _required_variable(environment.get(key))
+        assert variable, f"{key} is not a required variable"
+        assert variable == _required_variable(minio_environment[minio_variable]), (
+            f"media's {key} and MinIO's {minio_variable} come from different variables"
+        )
+    assert environment.get("SB_MEDIA_S3_REGION", "us-east-1") == minio_environment.get(
+        "MINIO_SITE_REGION", "us-east-1"
+    )
+    assert environment.get("SB_MEDIA_S3_SECURE", "false").lower() == "false"
+    # With a read-only root filesystem, the scratch folder (and TMPDIR) must be mounted writable.
+    assert media.get("read_only") is True
+    image_env = _dockerfile_env("media")
+    writable = _compose_writable_paths(media)
+    for variable in ("SB_MEDIA_WORK_DIR", "TMPDIR"):
+        path = environment.get(variable, image_env[variable])
+        assert path in writable, f"{variable} ({path}) is not writable in the read-only container"
+
+
 _GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
@@ -967,6 +1176,32 @@ def test_dockerfile_installs_the_service_lock_with_hashes(service: str) -> None:
         for word in shlex.split(i.args)
     ]
     assert not _unknown_settings(service, variables, f"services/{service}/Dockerfile")
+
+
+def _dockerfile_env(service: str) -> dict[str, str]:
+    """The ENV defaults of a service image's final stage."""
+    final = _final_stage(parse_dockerfile((ROOT / "services" / service / "Dockerfile").read_text()))
+    return dict(
+        word.split("=", 1) for i in final.instructions if i.keyword == "ENV" for word in shlex.split(i.args)
+    )
+
+
+def test_media_image_has_ffmpeg_and_a_scratch_folder() -> None:
+    final = _final_stage(parse_dockerfile((ROOT / "services" / "media" / "Dockerfile").read_text()))
+    runs = [i.args for i in final.instructions if i.keyword == "RUN"]
+    assert any(
+        "apt-get update" in run
+        and re.search(r"apt-get install -y --no-install-recommends (\S+ )*ffmpeg\b", run)
+        and "rm -rf /var/lib/apt/lists/*" in run
+        for run in runs
+    ), "Debian's ffmpeg is not installed (without recommends, lists cleaned) in the runtime stage"
+    env = _dockerfile_env("media")
+    work_dir = env.get("SB_MEDIA_WORK_DIR")
+    assert work_dir, "no SB_MEDIA_WORK_DIR: the scratch files would go to /tmp"
+    assert env.get("TMPDIR") == work_dir, "pydub's temporary files would go to /tmp"
+    assert any(f"mkdir -p {work_dir}" in run and f"chown 10001:10001 {work_dir}" in run for run in runs), (
+        f"{work_dir} is not created for the service's user"
+    )
 
 
 @pytest.mark.parametrize(
