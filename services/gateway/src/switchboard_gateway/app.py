@@ -17,7 +17,7 @@ from . import errors
 from .auth import Authenticator
 from .bus import Bus
 from .keys import ApiKeys
-from .routes import calls, entities, tenants
+from .routes import calls, entities, sounds, tenants
 from .routes.common import Deps
 from .settings import Settings
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Switchboard API",
         version="0.1.0",
-        description="Hosted PBX: tenants, employees, call queues, IVR menus, conference rooms.",
+        description="Hosted PBX: tenants, employees, call queues, IVR menus, conference rooms, sound files.",
         lifespan=lifespan,
     )
     errors.install(app)
@@ -63,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     for kind in EntityKind:
         app.include_router(entities.build(deps, kind))
     app.include_router(calls.build(deps))
+    for router in sounds.build(deps, settings):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

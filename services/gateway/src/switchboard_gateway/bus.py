@@ -34,23 +34,68 @@ class Bus:
         await connect_with_retry(self.broker, "the gateway's NATS URL")
         self._connected.set()
 
-    async def request(self, subject: str, body: dict[str, Any], service: str = "config") -> Any:
-        """Send a request; return the reply's result or raise its error as ServiceError."""
+    async def _send(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        service: str,
+        timeout: float | None,  # noqa: ASYNC109 - the NATS request's deadline
+    ) -> Any:
         if not self.connected:
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the message bus is not reachable; retry shortly")
+        deadline = self.timeout if timeout is None else timeout
         try:
-            reply = await self.broker.request(body, subject, timeout=self.timeout)
+            return await self.broker.request(body, subject, timeout=deadline)
         except (TimeoutError, NatsTimeout, NoRespondersError):
             raise ApiError(
                 503,
                 ErrorCode.UNAVAILABLE,
-                f"the {service} service did not answer within {self.timeout:g} s; retry shortly",
+                f"the {service} service did not answer within {deadline:g} s; retry shortly",
                 headers={"Retry-After": "2"},
             ) from None
-        data = json.loads(reply.body)
+
+    @staticmethod
+    def _decode(payload: bytes, subject: str, service: str) -> dict[str, Any]:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or "ok" not in data:
             log.error("malformed reply on %s", subject)
             raise ApiError(502, ErrorCode.INTERNAL, f"the {service} service sent a malformed reply")
+        return data
+
+    async def request(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        service: str = "config",
+        timeout: float | None = None,  # noqa: ASYNC109 - the NATS request's deadline
+    ) -> Any:
+        """Send a request; return the reply's result or raise its error as ServiceError.
+        ``timeout`` overrides the default deadline (for slow work such as audio conversion)."""
+        reply = await self._send(subject, body, service, timeout)
+        data = self._decode(reply.body, subject, service)
         if not data["ok"]:
             raise error_from_reply(ErrorInfo.model_validate(data["error"]))
         return data["result"]
+
+    async def request_raw(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        service: str = "config",
+        timeout: float | None = None,  # noqa: ASYNC109 - the NATS request's deadline
+    ) -> tuple[bytes, dict[str, str]]:
+        """Send a request whose successful reply is raw bytes (not the JSON envelope); return
+        (body, headers). A reply with the header ``Sb-Error`` carries the JSON error reply,
+        raised as ServiceError."""
+        reply = await self._send(subject, body, service, timeout)
+        headers: dict[str, str] = dict(reply.headers or {})
+        if headers.get("Sb-Error"):
+            data = self._decode(reply.body, subject, service)
+            if data["ok"]:
+                log.error("error reply without an error on %s", subject)
+                raise ApiError(502, ErrorCode.INTERNAL, f"the {service} service sent a malformed reply")
+            raise error_from_reply(ErrorInfo.model_validate(data["error"]))
+        return bytes(reply.body), headers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,3 +18,13 @@ class Settings(BaseSettings):
     request_timeout: float = 3.0
     keys_bucket: str = "sb_gateway_keys"
     kv_replicas: int = 1
+    #: Largest sound-file upload the gateway accepts, in bytes (larger ones get 413 before they
+    #: reach the media service).
+    max_upload_bytes: int = Field(default=50_000_000, gt=0)
+    #: Key of the signed sound links (HMAC-SHA256). Empty: derived from the operator key, so every
+    #: gateway replica with the same operator key accepts the others' links.
+    link_secret: SecretStr = SecretStr("")
+    #: Default lifetime of a signed sound link, in seconds.
+    link_ttl: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    #: Deadline of the media service's answer to an upload (it converts the audio), in seconds.
+    upload_timeout: float = Field(default=120.0, gt=0)
