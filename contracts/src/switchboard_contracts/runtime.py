@@ -8,6 +8,10 @@ import logging
 from typing import Any
 
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +58,19 @@ async def connect_with_retry(broker: NatsBroker, url: str) -> None:
 def broker_connected(broker: NatsBroker) -> bool:
     connection = broker._connection
     return connection is not None and connection.is_connected
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create a JetStream stream, or bring an existing one to ``config``."""
+    try:
+        await js.add_stream(config=config)
+    except BadRequestError:
+        await js.update_stream(config=config)
+
+
+async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Open a key-value bucket, creating it (with ``config``) the first time."""
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(config)

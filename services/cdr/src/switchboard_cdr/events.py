@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 from pydantic import BaseModel
 from switchboard_contracts.cdr import CallRecord
+from switchboard_contracts.runtime import ensure_stream
 from switchboard_contracts.subjects import (
     CALL_RECORDS_DEAD_STREAM,
     CALL_RECORDS_DEAD_SUBJECTS,
@@ -41,10 +41,7 @@ DEAD = StreamConfig(
 
 async def ensure_streams(js: JetStreamContext) -> None:
     for config in (RECORDS, DEAD):
-        try:
-            await js.add_stream(config=config)
-        except BadRequestError:
-            await js.update_stream(config=config)
+        await ensure_stream(js, config)
 
 
 class DeadLetters:

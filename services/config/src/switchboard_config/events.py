@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from faststream.nats import NatsBroker
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 from pydantic import BaseModel
+from switchboard_contracts import runtime
 from switchboard_contracts.config import (
     CallQueueChanged,
     ConferenceRoomChanged,
@@ -27,11 +27,7 @@ STREAM_CONFIG = StreamConfig(
 
 
 async def ensure_stream(broker: NatsBroker) -> None:
-    js = broker.connection.jetstream()
-    try:
-        await js.add_stream(config=STREAM_CONFIG)
-    except BadRequestError:
-        await js.update_stream(config=STREAM_CONFIG)
+    await runtime.ensure_stream(broker.connection.jetstream(), STREAM_CONFIG)
 
 
 class JetStreamEvents:

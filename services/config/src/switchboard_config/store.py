@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
 )
 from nats.js.kv import KeyValue
+from switchboard_contracts.runtime import open_key_value
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +75,16 @@ class KvStore:
         self._kv: KeyValue | None = None
 
     async def open(self, js: JetStreamContext) -> None:
-        self._js = js
-        try:
-            self._kv = await self._js.key_value(self._bucket)
-        except BucketNotFoundError:
-            self._kv = await self._js.create_key_value(
-                KeyValueConfig(
-                    bucket=self._bucket,
-                    history=5,
-                    storage=StorageType.FILE,
-                    replicas=self._replicas,
-                    description="Switchboard tenants and telephony configuration",
-                )
-            )
+        self._kv = await open_key_value(
+            js,
+            KeyValueConfig(
+                bucket=self._bucket,
+                history=5,
+                storage=StorageType.FILE,
+                replicas=self._replicas,
+                description="Switchboard tenants and telephony configuration",
+            ),
+        )
 
     @property
     def kv(self) -> KeyValue:

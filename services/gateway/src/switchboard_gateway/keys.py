@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
+from switchboard_contracts.runtime import open_key_value
 
 KEY_PATTERN = re.compile(r"^sbk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,64})$")
 
@@ -56,17 +57,15 @@ class ApiKeys:
         return self._kv is not None
 
     async def open(self, js: JetStreamContext) -> None:
-        try:
-            self._kv = await js.key_value(self._bucket)
-        except BucketNotFoundError:
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=self._bucket,
-                    storage=StorageType.FILE,
-                    replicas=self._replicas,
-                    description="Switchboard tenant API keys (hashed)",
-                )
-            )
+        self._kv = await open_key_value(
+            js,
+            KeyValueConfig(
+                bucket=self._bucket,
+                storage=StorageType.FILE,
+                replicas=self._replicas,
+                description="Switchboard tenant API keys (hashed)",
+            ),
+        )
 
     @property
     def kv(self) -> KeyValue:

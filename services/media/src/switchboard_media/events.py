@@ -6,7 +6,7 @@ from __future__ import annotations
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from switchboard_contracts import runtime
 from switchboard_contracts.sounds import SoundFile
 from switchboard_contracts.subjects import MEDIA_EVENTS_STREAM, MEDIA_EVENTS_SUBJECTS, Change, media_event
 
@@ -21,10 +21,7 @@ STREAM = StreamConfig(
 
 
 async def ensure_stream(js: JetStreamContext) -> None:
-    try:
-        await js.add_stream(config=STREAM)
-    except BadRequestError:
-        await js.update_stream(config=STREAM)
+    await runtime.ensure_stream(js, STREAM)
 
 
 class JetStreamEvents:

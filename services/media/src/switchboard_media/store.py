@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
+from switchboard_contracts.runtime import open_key_value
 from switchboard_contracts.sounds import SoundFile
 
 
@@ -20,14 +21,10 @@ class MetadataStore:
         self._kv: KeyValue | None = None
 
     async def open(self, js: JetStreamContext) -> None:
-        try:
-            self._kv = await js.key_value(self._bucket)
-        except BucketNotFoundError:
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=self._bucket, storage=StorageType.FILE, description="Sound file metadata"
-                )
-            )
+        self._kv = await open_key_value(
+            js,
+            KeyValueConfig(bucket=self._bucket, storage=StorageType.FILE, description="Sound file metadata"),
+        )
 
     @property
     def kv(self) -> KeyValue:
