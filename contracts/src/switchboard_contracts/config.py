@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 
-from .common import EntityId, Message, Model, SortOrder, StoredEntity, TenantId, utcnow
+from .common import EntityId, Message, Model, SortOrder, StoredEntity, utcnow
 from .conferences import ConferenceRoom, ConferenceRoomFields
 from .employees import Employee, EmployeeFields
 from .ivr import IvrMenu, IvrMenuFields
@@ -114,17 +114,6 @@ class EntityChanged(Message, Generic[E]):
     revision: int
     entity: E | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
-
-
-class Deleted(Model):
-    """Reply to a delete."""
-
-    id: str
-    deleted: bool = True
-
-
-def tenant_token(tenant_id: TenantId) -> str:
-    return tenant_id
 
 
 EmployeeChanged = EntityChanged[Employee]

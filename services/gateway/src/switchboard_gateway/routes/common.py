@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from switchboard_contracts.common import TENANT_ID_PATTERN
 
 from ..auth import Authenticator, Principal, require_operator, require_tenant
@@ -44,9 +44,6 @@ class Deps:
             return principal
 
         return guard
-
-
-_ = Depends  # re-exported for routers
 
 
 def revision_of(body_revision: int | None, if_match: str | None, required: bool = True) -> int | None:
