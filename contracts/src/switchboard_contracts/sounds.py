@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from .common import Message, Model, SoundFileId, TenantId
 
@@ -19,6 +19,12 @@ MAX_READ_CHUNK = 512 * 1024
 class SoundCategory(StrEnum):
     CUSTOM = "custom"
     MUSIC_ON_HOLD = "music_on_hold"
+    #: A call's recording (taken in from Asterisk, not uploaded by an admin).
+    CALL_RECORDING = "call_recording"
+
+
+#: What an admin may upload (call recordings come from calls only).
+UPLOADABLE_CATEGORIES = (SoundCategory.CUSTOM, SoundCategory.MUSIC_ON_HOLD)
 
 
 class SoundFileRef(Model):
@@ -44,6 +50,8 @@ class SoundFile(SoundFileRef):
     file_name: str
     original_format: str
     sizes: dict[SoundVariant, int]
+    linkedid: str | None = Field(default=None, description="Call recordings: the call's linkedid.")
+    leg_id: str | None = Field(default=None, description="Call recordings: the leg recorded.")
     revision: int = 0
     created_at: datetime
 
@@ -56,6 +64,23 @@ class SoundUploadRequest(Message):
     file_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     category: SoundCategory = SoundCategory.CUSTOM
+
+    @field_validator("category")
+    @classmethod
+    def _uploadable(cls, value: SoundCategory) -> SoundCategory:
+        if value not in UPLOADABLE_CATEGORIES:
+            raise ValueError(f"must be one of {', '.join(c.value for c in UPLOADABLE_CATEGORIES)}")
+        return value
+
+
+class RecordingUploadRequest(Message):
+    """A call's recording (a wav Asterisk wrote), staged in ``UPLOADS_BUCKET`` under ``upload``.
+    ``id`` is the ``recording_id`` the call record carries, so history links to it."""
+
+    upload: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{16,64}$")]
+    id: SoundFileId
+    linkedid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    leg_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
 class SoundIdRequest(Message):

@@ -1,7 +1,9 @@
 """Thin bus subscribers of the media service."""
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from switchboard_contracts.common import ErrorCode, ServiceError
 from switchboard_contracts.errors import error_reply, ok_reply
 from switchboard_contracts.sounds import (
     UPLOADS_BUCKET,
+    RecordingUploadRequest,
+    SoundCategory,
     SoundIdRequest,
     SoundListRequest,
     SoundReadRequest,
@@ -31,25 +35,46 @@ def _check_tenant(msg: NatsMessage, tenant_id: str) -> None:
 
 
 def register(broker: NatsBroker, service: MediaService, work_dir: str = "") -> None:
-    @broker.subscriber(PATTERN + "create", queue="media", title="take in an uploaded sound file")
-    async def create(body: SoundUploadRequest, msg: NatsMessage) -> dict[str, Any]:
+    @contextlib.asynccontextmanager
+    async def staged(name: str) -> AsyncIterator[Path]:
+        """The staged upload as a local file; the staged copy is removed whatever happens, so
+        a rejected upload leaves nothing behind."""
         js = broker.connection.jetstream()
         try:
-            _check_tenant(msg, body.tenant_id)
             uploads = await js.object_store(UPLOADS_BUCKET)
             with tempfile.TemporaryDirectory(dir=work_dir or None, prefix="sb-upload-") as folder:
                 path = Path(folder) / "upload"
                 with path.open("wb") as handle:
-                    await uploads.get(body.upload, writeinto=handle)
+                    await uploads.get(name, writeinto=handle)
+                yield path
+        finally:
+            try:
+                await (await js.object_store(UPLOADS_BUCKET)).delete(name)
+            except Exception:
+                log.debug("upload %s already gone", name)
+
+    @broker.subscriber(PATTERN + "create", queue="media", title="take in an uploaded sound file")
+    async def create(body: SoundUploadRequest, msg: NatsMessage) -> dict[str, Any]:
+        try:
+            _check_tenant(msg, body.tenant_id)
+            async with staged(body.upload) as path:
                 sound = await service.create(body.tenant_id, path, body.file_name, body.name, body.category)
             return ok_reply(sound.model_dump(mode="json"))
         except Exception as exc:
             return error_reply(exc)
-        finally:
-            try:  # a rejected upload leaves nothing behind
-                await (await js.object_store(UPLOADS_BUCKET)).delete(body.upload)
-            except Exception:
-                log.debug("upload %s already gone", body.upload)
+
+    @broker.subscriber("rpc.media.*.recording.create", queue="media", title="take in a call recording")
+    async def create_recording(body: RecordingUploadRequest, msg: NatsMessage) -> dict[str, Any]:
+        try:
+            _check_tenant(msg, body.tenant_id)
+            async with staged(body.upload) as path:
+                sound = await service.create(
+                    body.tenant_id, path, f"{body.linkedid}.wav", f"Call {body.linkedid}",
+                    SoundCategory.CALL_RECORDING, body.id, (body.linkedid, body.leg_id),
+                )  # fmt: skip
+            return ok_reply(sound.model_dump(mode="json"))
+        except Exception as exc:
+            return error_reply(exc)
 
     @broker.subscriber(PATTERN + "get", queue="media", title="get a sound file")
     async def get(body: SoundIdRequest, msg: NatsMessage) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from starlette.requests import ClientDisconnect
 from switchboard_contracts.common import ENTITY_ID_PATTERN, ErrorCode, ServiceError
 from switchboard_contracts.sounds import (
     MAX_READ_CHUNK,
+    UPLOADABLE_CATEGORIES,
     UPLOADS_BUCKET,
     SoundCategory,
     SoundFile,
@@ -116,7 +117,7 @@ UPLOAD_BODY: dict[str, Any] = {
                         },
                         "category": {
                             "type": "string",
-                            "enum": [c.value for c in SoundCategory],
+                            "enum": [c.value for c in UPLOADABLE_CATEGORIES],
                             "default": SoundCategory.CUSTOM.value,
                         },
                     },
@@ -247,8 +248,10 @@ def build(deps: Deps, settings: Settings) -> list[APIRouter]:
             if len(name) > MAX_NAME_CHARS:
                 raise invalid_field("name", f"at most {MAX_NAME_CHARS} characters")
             category = (form.fields.get("category") or "").strip() or SoundCategory.CUSTOM.value
-            if category not in {c.value for c in SoundCategory}:
-                raise invalid_field("category", f"must be one of {', '.join(c.value for c in SoundCategory)}")
+            if category not in {c.value for c in UPLOADABLE_CATEGORIES}:
+                raise invalid_field(
+                    "category", f"must be one of {', '.join(c.value for c in UPLOADABLE_CATEGORIES)}"
+                )
             bucket, upload_name = await stage(path)
             message = SoundUploadRequest(
                 tenant_id=tenant_id,
@@ -462,4 +465,27 @@ def build(deps: Deps, settings: Settings) -> list[APIRouter]:
         left = expires - int(time.time())
         return await serve(request, tenant_id, sound_id, variant, cache_seconds=min(left, 3600))
 
-    return [router, public]
+    recordings = APIRouter(prefix="/v1/tenants/{tenant_id}/recordings", tags=["call history"])
+
+    @get_and_head(recordings, "/{recording_id}/audio.mp3", summary="Play a call recording",
+                  description="The `recording_id` of a call record. " + audio_doc)  # fmt: skip
+    async def play_recording(
+        tenant_id: TenantPath, recording_id: SoundIdPath, request: Request, principal: Principal = guard
+    ) -> Response:
+        await recording(tenant_id, recording_id)
+        return await serve(request, tenant_id, recording_id, SoundVariant.MP3, cache_seconds=3600)
+
+    @get_and_head(recordings, "/{recording_id}/download", summary="Download a call recording (mp3)")
+    async def download_recording(
+        tenant_id: TenantPath, recording_id: SoundIdPath, request: Request, principal: Principal = guard
+    ) -> Response:
+        await recording(tenant_id, recording_id)
+        return await serve(
+            request, tenant_id, recording_id, SoundVariant.MP3, cache_seconds=3600, attachment=True
+        )
+
+    async def recording(tenant_id: str, recording_id: str) -> None:
+        if (await get_sound(tenant_id, recording_id)).category is not SoundCategory.CALL_RECORDING:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"recording {recording_id!r} does not exist", "recording_id")
+
+    return [router, public, recordings]
