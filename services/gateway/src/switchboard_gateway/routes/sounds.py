@@ -486,6 +486,8 @@ def build(deps: Deps, settings: Settings) -> list[APIRouter]:
 
     async def recording(tenant_id: str, recording_id: str) -> None:
         if (await get_sound(tenant_id, recording_id)).category is not SoundCategory.CALL_RECORDING:
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"recording {recording_id!r} does not exist", "recording_id")
+            raise ApiError(
+                404, ErrorCode.NOT_FOUND, f"recording {recording_id!r} does not exist", "recording_id"
+            )
 
     return [router, public, recordings]
