@@ -4,9 +4,12 @@ reconnect forever, and stop cleanly even when nats-server went away first."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from faststream.asgi import AsgiResponse, get
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StreamConfig
@@ -74,3 +77,23 @@ async def open_key_value(js: JetStreamContext, config: KeyValueConfig) -> KeyVal
         return await js.key_value(config.bucket)
     except BucketNotFoundError:
         return await js.create_key_value(config)
+
+
+Probe = Callable[[], Awaitable[tuple[dict[str, bool], dict[str, Any]]]]
+
+
+def health_routes(probe: Probe) -> list[tuple[str, Any]]:
+    """``/healthz`` (the process answers) and ``/readyz``: JSON ``{"ready", "checks", ...}``,
+    200 when every check holds, else 503. ``probe`` returns the checks and extra figures."""
+
+    @get(include_in_schema=False)
+    async def liveness(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    @get(include_in_schema=False)
+    async def readiness(scope: Any) -> AsgiResponse:
+        checks, extra = await probe()
+        body = {"ready": all(checks.values()), "checks": checks, **extra}
+        return AsgiResponse(json.dumps(body).encode(), 200 if body["ready"] else 503)
+
+    return [("/healthz", liveness), ("/readyz", readiness)]

@@ -4,17 +4,16 @@ and search subscribers. Nothing happens at import."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 import uvicorn
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 from switchboard_contracts.errors import error_reply
-from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
+from switchboard_contracts.runtime import broker_connected, connect_with_retry, health_routes, make_broker
 
 from . import events, handlers
 from .events import DeadLetters, ensure_streams
@@ -87,32 +86,25 @@ def build(
     async def after_shutdown() -> None:
         await service.close()
 
-    @get(include_in_schema=False)
-    async def liveness(scope: Any) -> AsgiResponse:
-        return AsgiResponse(b"ok", 200)
-
-    @get(include_in_schema=False)
-    async def readiness(scope: Any) -> AsgiResponse:
+    async def probe() -> tuple[dict[str, bool], dict[str, Any]]:
         ingestor = ingestors[0] if ingestors else None
         checks = {
             "nats": broker_connected(broker),
             "store": await service.ping(),
             "ingesting": ingestor is not None and ingestor.running,
         }
-        body = {
-            "ready": all(checks.values()),
-            "checks": checks,
+        counts = {
             "committed": ingestor.committed if ingestor else 0,
             "rejected": ingestor.rejected if ingestor else 0,
         }
-        return AsgiResponse(json.dumps(body).encode(), 200 if body["ready"] else 503)
+        return checks, counts
 
     app = AsgiFastStream(
         broker,
         on_startup=[startup],
         on_shutdown=[shutdown],
         after_shutdown=[after_shutdown],
-        asgi_routes=[("/healthz", liveness), ("/readyz", readiness)],
+        asgi_routes=health_routes(probe),
     )
     return app, broker
 

@@ -8,12 +8,12 @@ import logging
 from typing import Any
 
 import uvicorn
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 from switchboard_contracts.errors import error_reply
-from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
+from switchboard_contracts.runtime import broker_connected, connect_with_retry, health_routes, make_broker
 from switchboard_contracts.subjects import media_rpc
 
 from . import events, handlers
@@ -69,22 +69,13 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
         await service.load()
         log.info("config service ready")
 
-    @get(include_in_schema=False)
-    async def liveness(scope: Any) -> AsgiResponse:
-        return AsgiResponse(b"ok", 200)
-
-    @get(include_in_schema=False)
-    async def readiness(scope: Any) -> AsgiResponse:
-        connected = broker_connected(broker)
-        if connected and service.ready:
-            return AsgiResponse(b"ready", 200)
-        reason = b"nats disconnected" if not connected else b"loading configuration"
-        return AsgiResponse(reason, 503)
+    async def probe() -> tuple[dict[str, bool], dict[str, Any]]:
+        return {"nats": broker_connected(broker), "configuration_loaded": service.ready}, {}
 
     app = AsgiFastStream(
         broker,
         on_startup=[startup],
-        asgi_routes=[("/healthz", liveness), ("/readyz", readiness)],
+        asgi_routes=health_routes(probe),
     )
     return app, broker
 

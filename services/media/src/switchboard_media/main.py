@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import uvicorn
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi import AsgiFastStream
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker
 from nats.js.api import ObjectStoreConfig, StorageType
@@ -17,7 +17,7 @@ from nats.js.errors import BucketNotFoundError
 from pydantic import ValidationError
 from switchboard_contracts.common import ErrorCode, ServiceError
 from switchboard_contracts.errors import error_reply
-from switchboard_contracts.runtime import broker_connected, connect_with_retry, make_broker
+from switchboard_contracts.runtime import broker_connected, connect_with_retry, health_routes, make_broker
 from switchboard_contracts.sounds import UPLOADS_BUCKET
 from switchboard_contracts.subjects import config_sound_usages
 
@@ -91,23 +91,15 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
         state["ready"] = True
         log.info("media service ready")
 
-    @get(include_in_schema=False)
-    async def liveness(scope: Any) -> AsgiResponse:
-        return AsgiResponse(b"ok", 200)
-
-    @get(include_in_schema=False)
-    async def readiness(scope: Any) -> AsgiResponse:
+    async def probe() -> tuple[dict[str, bool], dict[str, Any]]:
         checks = {
             "nats": broker_connected(broker),
             "object_storage": await asyncio.to_thread(objects.ping),
             "metadata": state["ready"],
         }
-        body = {"ready": all(checks.values()), "checks": checks}
-        return AsgiResponse(json.dumps(body).encode(), 200 if body["ready"] else 503)
+        return checks, {}
 
-    app = AsgiFastStream(
-        broker, on_startup=[startup], asgi_routes=[("/healthz", liveness), ("/readyz", readiness)]
-    )
+    app = AsgiFastStream(broker, on_startup=[startup], asgi_routes=health_routes(probe))
     return app, broker
 
 
