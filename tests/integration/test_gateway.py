@@ -4,6 +4,7 @@ config service, nats-server)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 import httpx
@@ -166,17 +167,21 @@ async def test_keys_are_required_and_scoped(gateway: ServiceProcess, operator: h
 
 async def test_keys_stored_hashed(nats_server: NatsServer, operator: httpx.AsyncClient) -> None:
     tenant, key = await make_tenant(operator)
-    secret = key.rsplit("_", 1)[1]
+    _, key_id, secret = key.split("_", 2)
     nc = await nats.connect(nats_server.url)
     try:
         kv = await nc.jetstream().key_value("sb_gateway_keys")
-        for name in await kv.keys():
+        names = await kv.keys()
+        assert f"key.{key_id}" in names  # this key's record is there...
+        for name in names:
             value = (await kv.get(name)).value or b""
-            assert secret.encode() not in value
+            assert secret.encode() not in value  # ...and no record holds a secret
             assert key.encode() not in value
+        record = json.loads((await kv.get(f"key.{key_id}")).value or b"{}")
+        assert record["tenant_id"] == tenant
+        assert record["secret_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
     finally:
         await nc.close()
-    assert tenant
 
 
 async def test_tenant_isolation_matrix(gateway: ServiceProcess, operator: httpx.AsyncClient) -> None:
