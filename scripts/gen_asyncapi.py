@@ -22,16 +22,23 @@ def build_document() -> dict[str, Any]:
     from switchboard_cdr.settings import Settings as CdrSettings
     from switchboard_config.main import build as build_config
     from switchboard_config.settings import Settings as ConfigSettings
+    from switchboard_contracts.devices import document as document_devices
+    from switchboard_contracts.runtime import make_broker
     from switchboard_media.main import build as build_media
     from switchboard_media.settings import Settings as MediaSettings
 
     _, config_broker = build_config(ConfigSettings())
     _, media_broker = build_media(MediaSettings())
     _, cdr_broker = build_cdr(CdrSettings())
+    # The call-flow service's device subjects, declared from the contracts (it publishes the
+    # events and answers the registrations query; the gateway asks).
+    devices_broker = make_broker(ConfigSettings().nats_url)
+    document_devices(devices_broker)
     spec = AsyncAPI(
         config_broker,
         cdr_broker,
         media_broker,
+        devices_broker,
         title="Switchboard bus",
         version="1",
         description=(
@@ -39,7 +46,9 @@ def build_document() -> dict[str, Any]:
             "pbx.<tenant>.config.<kind>.<created|updated|deleted> on JetStream. Requests: "
             "rpc.config.<tenant>.<kind>.<action> and rpc.cdr.<tenant>.calls.search, answered with "
             "{ok, result} or {ok: false, error}. Call records: pbx.<tenant>.call.leg.ended "
-            "(stream PBX_CALL_RECORDS); rejected ones: deadletter.cdr.<tenant>."
+            "(stream PBX_CALL_RECORDS); rejected ones: deadletter.cdr.<tenant>. "
+            "Devices: pbx.<tenant>.device.registration.changed (stream PBX_DEVICES) and "
+            "rpc.callflow.<tenant>.registrations."
         ),
         schema_version="3.0.0",
     )

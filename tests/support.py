@@ -117,7 +117,7 @@ class ServiceProcess:
 
     @property
     def base_url(self) -> str:
-        return self.health_url.removesuffix("/readyz")
+        return self.health_url.removesuffix("/readyz").removesuffix("/healthz")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -136,9 +136,11 @@ class Platform:
         cdr_env: dict[str, str] | None = None,
         request_timeout: str = "2",
         media_env: dict[str, str] | None = None,
+        callflow_env: dict[str, str] | None = None,
     ) -> None:
         self.work = work
         self.media_env = media_env
+        self.callflow_env = callflow_env
         self.operator_key = self.OPERATOR_KEY
         self.nats = NatsServer(work / "nats")
         self.services: dict[str, ServiceProcess] = {}
@@ -162,6 +164,11 @@ class Platform:
             self._service("cdr", "switchboard-cdr", self.cdr_env, "SB_CDR").start()
         if self.media_env is not None:
             self._service("media", "switchboard-media", self.media_env, "SB_MEDIA").start()
+        if self.callflow_env is not None:
+            # /healthz: it answers before Asterisk is there; tests wait for /readyz themselves
+            callflow = self._service("callflow", "switchboard-callflow", self.callflow_env, "SB_CALLFLOW")
+            callflow.health_url = callflow.health_url.replace("/readyz", "/healthz")
+            callflow.start()
         gateway = self._service(
             "gateway",
             "switchboard-gateway",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import types
 import typing
+import warnings
 from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model
@@ -33,10 +34,16 @@ def partial_model(model: type[BaseModel], name: str | None = None) -> type[BaseM
         if metadata:
             annotation = typing.Annotated[annotation, *metadata]
         fields[field_name] = (annotation | None, Field(default=None, description=info.description))
-    partial = create_model(
-        name or f"{model.__name__.removesuffix('Fields')}Patch",
-        __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
-        **fields,
-    )
+    with warnings.catch_warnings():
+        # A field name that shadows a BaseModel attribute (SipTrunk.register) was accepted on
+        # the model itself; its partial copy need not warn again.
+        warnings.filterwarnings(
+            "ignore", message=r'Field name "\w+" in "\w+" shadows an attribute', category=UserWarning
+        )
+        partial = create_model(
+            name or f"{model.__name__.removesuffix('Fields')}Patch",
+            __config__=ConfigDict(extra="forbid", str_strip_whitespace=True),
+            **fields,
+        )
     _cache[model] = partial
     return typing.cast(type[BaseModel], partial)

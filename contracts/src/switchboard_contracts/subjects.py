@@ -115,3 +115,24 @@ def media_event(tenant_id: TenantId, change: Change) -> str:
 def config_sound_usages(tenant_id: TenantId) -> str:
     """``rpc.config.<tenant>.sound.usages``: which IVR menus and queues use a sound file."""
     return f"{RPC_PREFIX}.config.{tenant_id}.sound.usages"
+
+
+# Devices ---------------------------------------------------------------------------------
+
+#: JetStream stream of device registration changes, published by the call-flow service.
+DEVICE_EVENTS_STREAM = "PBX_DEVICES"
+DEVICE_EVENTS_SUBJECTS = ["pbx.*.device.>"]
+
+
+def device_registration_changed(tenant_id: TenantId) -> str:
+    """``pbx.<tenant>.device.registration.changed``: a DeviceRegistration."""
+    return f"pbx.{tenant_id}.device.registration.changed"
+
+
+def callflow_registrations(tenant_id: TenantId) -> str:
+    """``rpc.callflow.<tenant>.registrations``: RegistrationsRequest -> RegistrationsReply."""
+    return f"{RPC_PREFIX}.callflow.{tenant_id}.registrations"
+
+
+#: Subscriber pattern for the call-flow service (FastStream path parameter).
+CALLFLOW_REGISTRATIONS_PATTERN = RPC_PREFIX + ".callflow.{tenant_id}.registrations"

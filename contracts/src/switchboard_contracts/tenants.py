@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from .common import Matches, Model, TenantId
+from .trunks import IncomingRoutes, SipTrunk, SipTrunkView
 
 SipDomain = Annotated[
     str,
@@ -58,6 +59,12 @@ class TenantSettings(Model):
     prompt_language: PromptLanguage = PromptLanguage.RU
     record_calls: bool = False
     star_codes: StarCodes = Field(default_factory=StarCodes)
+    trunk: SipTrunk | None = Field(
+        default=None, description="Outbound SIP trunk; none: external calls are refused."
+    )
+    incoming: IncomingRoutes = Field(
+        default_factory=IncomingRoutes, description="Where calls from the trunk go, by DID."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -90,3 +97,38 @@ class Tenant(TenantFields):
     revision: int = 0
     created_at: datetime
     updated_at: datetime
+
+
+class TenantSettingsView(Model):
+    """Settings as shown to the admin: the trunk without its password."""
+
+    timezone: str
+    prompt_language: PromptLanguage
+    record_calls: bool
+    star_codes: StarCodes
+    trunk: SipTrunkView | None
+    incoming: IncomingRoutes
+
+    @classmethod
+    def of(cls, settings: TenantSettings) -> TenantSettingsView:
+        data: dict[str, Any] = settings.model_dump(exclude={"trunk"})
+        trunk = SipTrunkView.of(settings.trunk) if settings.trunk is not None else None
+        return cls(**data, trunk=trunk)
+
+
+class TenantView(Model):
+    """A tenant as the API shows it (the bus carries the whole Tenant, trunk password included,
+    for the call-flow service)."""
+
+    id: str
+    name: str
+    sip_domain: str
+    settings: TenantSettingsView
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantView:
+        data: dict[str, Any] = tenant.model_dump(exclude={"settings"})
+        return cls(**data, settings=TenantSettingsView.of(tenant.settings))

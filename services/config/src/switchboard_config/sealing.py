@@ -1,4 +1,5 @@
-"""Encryption at rest for SIP passwords (they must be shown again, so they cannot be hashed)."""
+"""Encryption at rest for SIP passwords: the employees' (they must be shown again) and the
+trunk's (it is sent to the provider), so they cannot be hashed."""
 
 from __future__ import annotations
 

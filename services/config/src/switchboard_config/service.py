@@ -15,7 +15,7 @@ from switchboard_contracts.common import ErrorCode, Page, ServiceError, SortOrde
 from switchboard_contracts.config import ENTITY_MODELS, LIST_FIELDS, EntityChanged, Snapshot
 from switchboard_contracts.employees import Employee, generate_sip_password
 from switchboard_contracts.subjects import Change, EntityKind, config_event
-from switchboard_contracts.tenants import Tenant, TenantFields
+from switchboard_contracts.tenants import Tenant, TenantFields, TenantSettings
 
 from .sealing import Sealer
 from .state import TenantState, describe, entity_from_store
@@ -29,7 +29,14 @@ from .store import (
     number_key,
     tenant_key,
 )
-from .validation import Reference, deep_merge, references_of, renumbered
+from .validation import (
+    Reference,
+    deep_merge,
+    references_of,
+    renumbered,
+    renumbered_settings,
+    settings_references,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +92,8 @@ class ConfigService:
         rows: list[Entry] = []
         async for entry in self._store.entries():
             if entry.key.startswith("tenant."):
-                tenant = Tenant.model_validate({**json.loads(entry.value), "revision": entry.revision})
+                data = self._unseal_tenant(json.loads(entry.value))
+                tenant = Tenant.model_validate({**data, "revision": entry.revision})
                 self._tenants[tenant.id] = TenantState(tenant)
             elif entry.key.startswith("domain.") or ".number." in entry.key or ".mobile." in entry.key:
                 claims.append(entry)
@@ -143,6 +151,7 @@ class ConfigService:
     async def create_tenant(self, fields: TenantFields) -> Tenant:
         if fields.id in self._tenants:
             raise ServiceError(ErrorCode.CONFLICT, f"tenant {fields.id!r} already exists", "id")
+        self._check_settings_references(None, fields.settings)  # a new tenant has no numbers yet
         await self._claim(
             domain_key(fields.sip_domain),
             fields.id,
@@ -174,6 +183,7 @@ class ConfigService:
                 current.model_dump(mode="json", exclude=set(READ_ONLY_FIELDS) - {"id"}), changes
             )
             fields = TenantFields.model_validate(merged)
+            self._check_settings_references(state, fields.settings)
             new_domain = fields.sip_domain != current.sip_domain
             if new_domain:
                 await self._claim(
@@ -352,15 +362,22 @@ class ConfigService:
             if revision is not None:
                 _check_revision(entity.revision, revision)
             referrers = self._referrers(state, entity.number)
-            if referrers:
-                listed = "; ".join(f"{describe(k, e)} in {ref.field}" for k, e, ref in referrers)
+            routed = [r for r in settings_references(state.tenant.settings) if r.number == entity.number]
+            if referrers or routed:
+                listed = "; ".join(
+                    [f"{describe(k, e)} in {ref.field}" for k, e, ref in referrers]
+                    + [f"{_describe_route(state.tenant.settings, ref)} in {ref.field}" for ref in routed]
+                )
                 raise ServiceError(
                     ErrorCode.CONFLICT,
                     f"{describe(kind, entity)} is still used by: {listed}",
                     "id",
                     [{"kind": k.value, "id": e.id, "name": e.name,
                       "number": e.number, "field": ref.field}
-                     for k, e, ref in referrers],
+                     for k, e, ref in referrers]
+                    + [{"kind": "tenant", "id": tenant_id, "name": state.tenant.name,
+                        "number": None, "field": ref.field}
+                       for ref in routed],
                 )  # fmt: skip
             await self._drop_entity(state, kind, entity, revision)
 
@@ -417,6 +434,17 @@ class ConfigService:
                 )
             if not exists:
                 raise ServiceError(ErrorCode.VALIDATION, f"sound file {sound_id!r} does not exist", field)
+
+    def _check_settings_references(self, state: TenantState | None, settings: TenantSettings) -> None:
+        """Incoming routes must go to numbers the tenant has."""
+        for ref in settings_references(settings):
+            if state is None or state.holder_of(ref.number) is None:
+                raise ServiceError(
+                    ErrorCode.VALIDATION,
+                    f"number {ref.number} does not exist in this tenant (incoming calls go to an "
+                    "employee, queue, IVR menu or conference room)",
+                    ref.field,
+                )
 
     def _check_references(self, state: TenantState, kind: EntityKind, entity: StoredEntity) -> None:
         own = entity.number
@@ -522,6 +550,21 @@ class ConfigService:
             updated = updated.model_copy(update={"revision": rev})
             state.entities[kind][entity_id] = updated
             await self._announce(state.tenant.id, kind.value, Change.UPDATED, entity_id, rev, updated)
+        current = state.tenant
+        settings = renumbered_settings(current.settings.model_dump(mode="json"), old, new)
+        if settings is not None:  # incoming routes follow too
+            tenant = Tenant.model_validate(
+                {**current.model_dump(mode="json", exclude={"revision"}),
+                 "settings": settings, "updated_at": utcnow()}
+            )  # fmt: skip
+            try:
+                rev = await self._store.update(
+                    tenant_key(current.id), self._tenant_bytes(tenant), current.revision
+                )
+            except StaleRevision:
+                raise _stale() from None
+            state.tenant = tenant.model_copy(update={"revision": rev})
+            await self._announce(current.id, "tenant", Change.UPDATED, current.id, rev, state.tenant)
 
     async def _drop_entity(
         self, state: TenantState, kind: EntityKind, entity: StoredEntity, revision: int | None
@@ -564,13 +607,31 @@ class ConfigService:
             log.exception("could not publish %s", msg_id)
 
     def _tenant_bytes(self, tenant: Tenant) -> bytes:
-        return tenant.model_dump_json(exclude={"revision"}).encode()
+        data = json.loads(tenant.model_dump_json(exclude={"revision"}))
+        trunk = data["settings"].get("trunk")
+        if trunk and trunk.get("password"):  # sealed like the employees' SIP passwords
+            trunk["password"] = self._sealer.seal(trunk["password"])
+        return json.dumps(data, ensure_ascii=False).encode()
+
+    def _unseal_tenant(self, data: dict[str, Any]) -> dict[str, Any]:
+        trunk = (data.get("settings") or {}).get("trunk")
+        if trunk and trunk.get("password"):
+            trunk["password"] = self._sealer.unseal(trunk["password"])
+        return data
 
     def _entity_bytes(self, entity: StoredEntity) -> bytes:
         data = json.loads(entity.model_dump_json(exclude={"revision"}))
         if isinstance(entity, Employee) and data.get("sip_password"):
             data["sip_password"] = self._sealer.seal(data["sip_password"])
         return json.dumps(data, ensure_ascii=False).encode()
+
+
+def _describe_route(settings: TenantSettings, ref: Reference) -> str:
+    """How an error names an incoming route: ``incoming route of DID 74951234567``."""
+    parts = ref.field.split(".")
+    if parts[-2:] == ["incoming", "default_target"]:
+        return "the default incoming route"
+    return f"incoming route of DID {settings.incoming.routes[int(parts[3])].did}"
 
 
 def _stale() -> ServiceError:

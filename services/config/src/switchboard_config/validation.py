@@ -8,6 +8,7 @@ from typing import Any
 
 from switchboard_contracts.common import StoredEntity, is_internal_number
 from switchboard_contracts.subjects import EntityKind
+from switchboard_contracts.tenants import TenantSettings
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,28 @@ def references_of(kind: EntityKind, entity: StoredEntity) -> list[Reference]:
             add(f"actions.{index}.target", action["target"])
         add("default_target", data["default_target"])
     return refs
+
+
+def settings_references(settings: TenantSettings) -> list[Reference]:
+    """Every tenant number the tenant's settings point at: the incoming routes' targets."""
+    refs = [
+        Reference(f"settings.incoming.routes.{index}.target", route.target)
+        for index, route in enumerate(settings.incoming.routes)
+    ]
+    if settings.incoming.default_target is not None:
+        refs.append(Reference("settings.incoming.default_target", settings.incoming.default_target))
+    return refs
+
+
+def renumbered_settings(data: dict[str, Any], old: str, new: str) -> dict[str, Any] | None:
+    """Tenant settings (JSON form) with incoming routes to ``old`` going to ``new``; None if
+    none did."""
+    incoming = data["incoming"]
+    routes = [{**r, "target": new} if r["target"] == old else r for r in incoming["routes"]]
+    default = new if incoming["default_target"] == old else incoming["default_target"]
+    if routes == incoming["routes"] and default == incoming["default_target"]:
+        return None
+    return {**data, "incoming": {**incoming, "routes": routes, "default_target": default}}
 
 
 def renumbered(kind: EntityKind, data: dict[str, Any], old: str, new: str) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ class Bus:
         subject: str,
         body: dict[str, Any],
         service: str,
-        timeout: float | None,  # noqa: ASYNC109 - the NATS request's deadline
+        timeout: float | None,
     ) -> Any:
         if not self.connected:
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the message bus is not reachable; retry shortly")
@@ -70,7 +70,7 @@ class Bus:
         subject: str,
         body: dict[str, Any],
         service: str = "config",
-        timeout: float | None = None,  # noqa: ASYNC109 - the NATS request's deadline
+        timeout: float | None = None,
     ) -> Any:
         """Send a request; return the reply's result or raise its error as ServiceError.
         ``timeout`` overrides the default deadline (for slow work such as audio conversion)."""
@@ -85,7 +85,7 @@ class Bus:
         subject: str,
         body: dict[str, Any],
         service: str = "config",
-        timeout: float | None = None,  # noqa: ASYNC109 - the NATS request's deadline
+        timeout: float | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         """Send a request whose successful reply is raw bytes (not the JSON envelope); return
         (body, headers). A reply with the header ``Sb-Error`` carries the JSON error reply,

@@ -11,6 +11,7 @@ from switchboard_contracts.partial import partial_model
 from switchboard_contracts.subjects import Action, EntityKind, config_rpc
 
 from ..auth import Principal
+from ..registrations import registrations
 from .common import Deps, TenantPath, revision_of
 
 PATHS = {
@@ -30,10 +31,13 @@ class CreatedEmployee(EmployeeView):
     sip_password: str = Field(description="Shown here and through /sip-password, never in lists.")
 
 
-def _view(kind: EntityKind, entity: dict[str, Any]) -> dict[str, Any]:
+def _view(kind: EntityKind, entity: dict[str, Any], status: dict[str, bool] | None = None) -> dict[str, Any]:
+    """An entity from the bus as the API shows it; employees without the SIP password and with
+    their device status (``status``: number -> registered, None when unknown)."""
     if kind is EntityKind.EMPLOYEE:
+        registered = status.get(entity["number"]) if status is not None else None
         return EmployeeView.model_validate(
-            {k: v for k, v in entity.items() if k != "sip_password"}
+            {**{k: v for k, v in entity.items() if k != "sip_password"}, "registered": registered}
         ).model_dump(mode="json")
     return entity
 
@@ -72,7 +76,10 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
             {"tenant_id": tenant_id, "search": search, "sort": sort, "order": order.value,
              "offset": offset, "limit": limit},
         )  # fmt: skip
-        page["items"] = [_view(kind, item) for item in page["items"]]
+        status = None
+        if kind is EntityKind.EMPLOYEE:  # one question for the whole page
+            status = await registrations(deps.bus, tenant_id, [item["number"] for item in page["items"]])
+        page["items"] = [_view(kind, item, status) for item in page["items"]]
         return page
 
     created_model: type[BaseModel] = CreatedEmployee if kind is EntityKind.EMPLOYEE else entity_model
@@ -102,7 +109,10 @@ def build(deps: Deps, kind: EntityKind) -> APIRouter:
     ) -> Any:
         entity = await deps.bus.request(rpc(tenant_id, Action.GET), {"tenant_id": tenant_id, "id": entity_id})
         response.headers["ETag"] = str(entity["revision"])
-        return _view(kind, entity)
+        status = None
+        if kind is EntityKind.EMPLOYEE:
+            status = await registrations(deps.bus, tenant_id, [entity["number"]])
+        return _view(kind, entity, status)
 
     async def update(
         tenant_id: TenantPath,

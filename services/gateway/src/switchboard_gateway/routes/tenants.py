@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from switchboard_contracts.common import ErrorCode, Page
 from switchboard_contracts.partial import partial_model
 from switchboard_contracts.subjects import CONFIG_TENANT_LIST, Action, config_rpc
-from switchboard_contracts.tenants import Tenant, TenantFields, TenantSettings
+from switchboard_contracts.tenants import Tenant, TenantFields, TenantSettings, TenantView
 
 from ..auth import Principal
 from ..errors import ApiError
@@ -31,36 +31,43 @@ class NewApiKey(BaseModel):
     name: str = Field(default="default", min_length=1, max_length=100)
 
 
+def tenant_view(tenant: dict[str, Any]) -> dict[str, Any]:
+    """A tenant from the bus as the API shows it: the trunk password becomes ``password_set``."""
+    return TenantView.of(Tenant.model_validate(tenant)).model_dump(mode="json")
+
+
 def build(deps: Deps) -> APIRouter:
     router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
     auth = Depends(deps.tenant_guard())
     operator = Depends(deps.operator_guard())
 
-    @router.post("", status_code=201, response_model=Tenant, summary="Create a tenant (operator)")
+    @router.post("", status_code=201, response_model=TenantView, summary="Create a tenant (operator)")
     async def create_tenant(body: TenantFields, response: Response, principal: Principal = operator) -> Any:
         tenant = await deps.bus.request(
             config_rpc(body.id, "tenant", Action.CREATE),
             {"tenant_id": body.id, "data": body.model_dump(mode="json")},
         )
         response.headers["ETag"] = str(tenant["revision"])
-        return tenant
+        return tenant_view(tenant)
 
-    @router.get("", response_model=Page[Tenant], summary="List tenants (operator)")
+    @router.get("", response_model=Page[TenantView], summary="List tenants (operator)")
     async def list_tenants(
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         principal: Principal = operator,
     ) -> Any:
-        return await deps.bus.request(CONFIG_TENANT_LIST, {"offset": offset, "limit": limit})
+        page = await deps.bus.request(CONFIG_TENANT_LIST, {"offset": offset, "limit": limit})
+        page["items"] = [tenant_view(item) for item in page["items"]]
+        return page
 
-    @router.get("/{tenant_id}", response_model=Tenant)
+    @router.get("/{tenant_id}", response_model=TenantView)
     async def get_tenant(tenant_id: TenantPath, response: Response, principal: Principal = auth) -> Any:
         tenant = await deps.bus.request(config_rpc(tenant_id, "tenant", Action.GET), {"tenant_id": tenant_id})
         response.headers["ETag"] = str(tenant["revision"])
-        return tenant
+        return tenant_view(tenant)
 
     @router.patch(
-        "/{tenant_id}", response_model=Tenant, summary="Change a tenant (tenant keys: settings only)"
+        "/{tenant_id}", response_model=TenantView, summary="Change a tenant (tenant keys: settings only)"
     )
     async def update_tenant(
         tenant_id: TenantPath,
@@ -77,7 +84,7 @@ def build(deps: Deps) -> APIRouter:
             {"tenant_id": tenant_id, "revision": revision_of(body.revision, if_match), "changes": changes},
         )
         response.headers["ETag"] = str(tenant["revision"])
-        return tenant
+        return tenant_view(tenant)
 
     @router.delete("/{tenant_id}", status_code=204, summary="Delete a tenant (operator)")
     async def delete_tenant(

@@ -1,0 +1,1 @@
+"""Switchboard call-flow service."""
