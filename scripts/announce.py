@@ -15,6 +15,10 @@ CHECKS = {
     "media": f"http://127.0.0.1:{os.environ['SB_MEDIA_HTTP_PORT']}/readyz",
     "gateway": f"http://127.0.0.1:{os.environ['SB_GATEWAY_HTTP_PORT']}/readyz",
 }
+# scripts/run.sh sets SB_TELEPHONY to on when it starts Asterisk and the call-flow service.
+TELEPHONY = os.environ.get("SB_TELEPHONY") == "on"
+if TELEPHONY:
+    CHECKS["callflow"] = f"http://127.0.0.1:{os.environ['SB_CALLFLOW_HTTP_PORT']}/readyz"
 
 
 def ready(url: str) -> bool:
@@ -23,6 +27,19 @@ def ready(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def telephony() -> str:
+    if not TELEPHONY:
+        return "Telephony:    off (see the line `run: telephony is off: ...` above)"
+    host = os.environ.get("SB_ASTERISK_SIP_BIND") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "<this host>"
+    return (
+        f"SIP:          {host}:{os.environ['SB_ASTERISK_SIP_PORT']} (udp, tcp), "
+        f"{host}:{os.environ['SB_ASTERISK_TLS_PORT']} (tls); user = employee number, "
+        "domain = the tenant's sip_domain"
+    )
 
 
 def main() -> None:
@@ -41,6 +58,7 @@ def main() -> None:
             f"  Gateway:      {gateway}   (API docs: {gateway}/docs)\n"
             f"  Operator key: {os.environ['SB_GATEWAY_OPERATOR_KEY']}\n"
             f"  Try:          curl -H 'Authorization: Bearer <operator key>' {gateway}/v1/tenants\n"
+            f"  {telephony()}\n"
             f"  Data:         {os.environ['SB_DATA_DIR']}   Stop: Ctrl-C\n",
             flush=True,
         )

@@ -15,15 +15,25 @@ and PID namespaces, ``chroot``), in its own process group, killed with the test 
 
 Control: ctrl_tcp, netstring-framed JSON. Commands are ``{"command", "params", "token"}``;
 baresip answers ``{"response": true, "ok", "data", "token"}`` and pushes events
-``{"event": true, "class", "type", "param", "accountaor", "direction", "peeruri", "id"}``.
-ctrl_tcp sends events only to a connected client, so the phone starts with no account and the
-account is added (``uanew``) once the driver is connected: no event, REGISTERING and
-REGISTER_OK included, can be missed.
+``{"event": true, "class", "type", "param", "accountaor", "direction", "peeruri", "id"}``
+(``id``: the call's SIP Call-ID). ctrl_tcp sends events only to a connected client, so the
+phone starts with no account and the account is added (``uanew``) once the driver is
+connected: no event, REGISTERING and REGISTER_OK included, can be missed.
+
+Answering: baresip's account is always ``answermode=manual``; ``auto_answer`` and ``busy`` are
+done by the driver when CALL_INCOMING comes (answer it, or reject it: 486), so every incoming
+call has its CALL_INCOMING event (baresip's own auto mode sends none). Calls beyond
+``max_calls`` (default 4: call waiting) are refused by baresip with 486 "Max Calls".
 
 Media: no sound card. The microphone is ``ausine`` (a steady 440 Hz tone, endless) unless
-``audio_file`` names a wav inside the root (``aufile``; baresip closes the call when the file
-ends). What the phone hears is written to ``speaker.wav`` in its folder (``speaker_wav``),
-anew for each call.
+``audio_file`` names a wav inside the root (``aufile``; baresip closes the call with "end of
+file" when the file ends). What the phone hears is written to ``speaker.wav`` in its folder
+(``speaker_wav``, 8 kHz 16-bit mono), anew for each call. Codecs: G.711 only (PCMU, PCMA);
+DTMF: RFC 4733 events.
+
+Asterisk endpoints for these phones need ``allow`` with ulaw or alaw, for TLS
+``rewrite_contact = yes``, and a ``transport`` of the phone's protocol or none (see
+tests/telephony/test_baresip_driver.py).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,6 +90,7 @@ class Phone:
         auto_answer: bool = False,
         busy: bool = False,
         regint: int = 60,
+        max_calls: int = 4,
         proxy_host: str = "127.0.0.1",
         audio_file: str | None = None,
         name: str | None = None,
@@ -97,13 +109,14 @@ class Phone:
         self.auto_answer = auto_answer
         self.busy = busy
         self.regint = regint
+        self.max_calls = max_calls
         self.proxy_host = proxy_host
         self.audio_file = audio_file
         self.name = name or f"{number}-{domain}-{uuid.uuid4().hex[:8]}"
         self.ctrl_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.events: list[Event] = []  # every event so far, oldest first
-        self._cursor = 0  # wait_event looks at events from here on
+        self._taken: set[int] = set()  # indexes in events that a wait returned
         self._changed = asyncio.Condition()
         self._responses: dict[str, asyncio.Future[Event]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -111,6 +124,7 @@ class Phone:
         self._read_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one command at a time: replies come in order
         self._closed: str | None = None
+        self._reactions: set[asyncio.Task[None]] = set()
 
     # -- where things are ---------------------------------------------------------------------
 
@@ -142,12 +156,11 @@ class Phone:
 
     def account_line(self) -> str:
         port = self.tls_port if self.transport == "tls" else self.sip_port
-        answermode = "auto" if self.auto_answer and not self.busy else "manual"
         return (
             f"<sip:{self.number}@{self.domain};transport={self.transport}>"
             f";auth_user={self.auth_user};auth_pass={self.password}"
             f';outbound="sip:{self.proxy_host}:{port};transport={self.transport}"'
-            f";regint={self.regint};answermode={answermode}"
+            f";regint={self.regint};answermode=manual"
         )
 
     def config_text(self) -> str:
@@ -163,7 +176,8 @@ class Phone:
                 "sip_verify_server no",  # Asterisk's certificate is self-signed
                 "sip_trans_def udp",
                 "call_local_timeout 120",
-                "call_max_calls 4",
+                # More calls than this are refused by baresip itself with "486 Max Calls".
+                f"call_max_calls {self.max_calls}",
                 f"audio_source {source}",
                 f"audio_player aufile,{self.home_in_root}/speaker.wav",
                 "audio_path /usr/share/baresip",
@@ -208,16 +222,10 @@ class Phone:
         # The account is added over ctrl_tcp once connected; this file is for reading only.
         (self.home / "accounts").write_text(f"# added with uanew at start:\n# {self.account_line()}\n")
         (self.home / "contacts").write_text("")
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            isolated(["baresip", "-f", self.home_in_root]),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
+        command = f"uanew {self.account_line()}"
+        if len(command.encode()) > 255:  # ctrl_tcp builds the command line in 256 bytes
+            raise ValueError(f"account line too long for baresip's ctrl_tcp: {command!r}")
+        self.proc = self._spawn()
         try:
             await asyncio.wait_for(self._connect(), timeout)
             await self.command("uanew", self.account_line(), timeout=timeout)
@@ -225,6 +233,17 @@ class Phone:
             await self.stop()
             raise
         return self
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                isolated(["baresip", "-f", self.home_in_root]),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # only prctl, before exec
+            )
 
     async def _connect(self) -> None:
         while True:
@@ -238,9 +257,11 @@ class Phone:
         self._read_task = asyncio.create_task(self._read_loop(), name=f"baresip-{self.name}")
 
     async def stop(self, timeout: float = 3) -> None:
-        """End baresip (SIGTERM to its process group, SIGKILL if it lingers) and remove its
-        folder (kept when SB_KEEP_PHONES is set, to read ``baresip.log``). Registrations are not
-        removed: baresip has no time to unregister."""
+        """End baresip: on SIGTERM (to its process group) it hangs up its calls and unregisters
+        before it exits (at once on loopback); SIGKILL if it lingers. Then remove its folder
+        (kept when SB_KEEP_PHONES is set, to read ``baresip.log``)."""
+        for task in list(self._reactions):
+            task.cancel()
         if self._read_task is not None:
             self._read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -255,11 +276,9 @@ class Phone:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while proc.poll() is None and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-            if proc.poll() is None:
+            try:
+                await asyncio.to_thread(proc.wait, timeout)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await asyncio.to_thread(proc.wait)
@@ -308,16 +327,23 @@ class Phone:
                     self._changed.notify_all()
 
     async def _on_event(self, event: Event) -> None:
-        if self.busy and event.get("type") == "CALL_INCOMING":
-            # Busy: reject at once; baresip rejects an unanswered call with 486.
-            asyncio.get_running_loop().create_task(self._reject(event))
+        if event.get("type") == "CALL_INCOMING" and (self.busy or self.auto_answer):
+            task = asyncio.get_running_loop().create_task(self._pick_up(event))
+            self._reactions.add(task)
+            task.add_done_callback(self._reactions.discard)
         async with self._changed:
             self.events.append(event)
             self._changed.notify_all()
 
-    async def _reject(self, event: Event) -> None:
-        with contextlib.suppress(PhoneError, TimeoutError):
-            await self.command("hangup")
+    async def _pick_up(self, event: Event) -> None:
+        """Busy: reject the ringing call (486); auto-answer: answer it. The driver does this
+        rather than baresip's answermode=auto, which gives no CALL_INCOMING event."""
+        call_id = str(event.get("id", ""))
+        with contextlib.suppress(PhoneError):
+            if self.busy:
+                await self.hangup(call_id)
+            elif self.auto_answer:
+                await self.answer(call_id)
 
     def _fail_pending(self, error: Exception) -> None:
         for future in self._responses.values():
@@ -352,81 +378,116 @@ class Phone:
     # -- events -------------------------------------------------------------------------------
 
     async def wait_event(
-        self, kind: str | Iterable[str], timeout: float = 5, *, fail_on: Iterable[str] = ()
+        self,
+        kind: str | Iterable[str],
+        timeout: float = 5,
+        *,
+        call_id: str | None = None,
+        fail_on: Iterable[str] = (),
     ) -> Event:
-        """The next event of type ``kind`` (one type or several) after the last one a wait
-        returned; events of other types in between stay in ``events`` but are passed over.
-        Raises PhoneError when an event of a type in ``fail_on`` comes first, TimeoutError
-        after ``timeout`` seconds."""
+        """The oldest event of type ``kind`` (one type or several; of call ``call_id`` when
+        given) that no wait has returned yet, waiting up to ``timeout`` seconds for it. Raises
+        PhoneError when an event of a type in ``fail_on`` (of that call) comes before it,
+        TimeoutError when none comes. A ``fail_on`` event of a call that had already reached
+        ``kind`` (an earlier call, closed after it was established) does not count."""
         kinds = {kind} if isinstance(kind, str) else set(kind)
         failing = set(fail_on)
+        wanted = "/".join(sorted(kinds)) + (f" of call {call_id}" if call_id else "")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self._changed:
             while True:
-                while self._cursor < len(self.events):
-                    event = self.events[self._cursor]
-                    self._cursor += 1
+                for index, event in enumerate(self.events):
+                    if index in self._taken or (call_id is not None and event.get("id") != call_id):
+                        continue
                     if event.get("type") in kinds:
+                        self._taken.add(index)
                         return event
-                    if event.get("type") in failing:
+                    if event.get("type") in failing and not self._got_past(event, kinds, index):
                         raise PhoneError(
                             f"phone {self.name}: {event.get('type')} ({event.get('param', '')}) "
-                            f"while waiting for {'/'.join(sorted(kinds))}"
+                            f"while waiting for {wanted}"
                         )
                 if self._closed is not None:
                     raise PhoneError(
-                        f"phone {self.name}: {self._closed}; waited for {'/'.join(sorted(kinds))}; "
+                        f"phone {self.name}: {self._closed}; waited for {wanted}; "
                         f"baresip's last words:\n{self.tail(15)}"
                     )
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     seen = [e.get("type") for e in self.events[-8:]]
-                    raise TimeoutError(
-                        f"phone {self.name}: no {'/'.join(sorted(kinds))} in {timeout} s (last events {seen})"
-                    )
+                    raise TimeoutError(f"phone {self.name}: no {wanted} in {timeout} s (last events {seen})")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
 
+    def _got_past(self, failure: Event, kinds: set[str], before: int) -> bool:
+        """Whether ``failure`` ends a call that had already reached ``kinds`` (an earlier call
+        that closed after it was established does not fail a wait for the next one)."""
+        call_id = failure.get("id")
+        return call_id is not None and any(
+            e.get("id") == call_id and e.get("type") in kinds for e in self.events[:before]
+        )
+
+    def forget_events(self) -> None:
+        """Let no event seen so far answer a later wait (a clean slate between scenarios)."""
+        self._taken.update(range(len(self.events)))
+
     async def wait_registered(self, timeout: float = 5) -> Event:
+        """REGISTER_OK; PhoneError on REGISTER_FAIL (its ``param`` is the SIP status)."""
         return await self.wait_event("REGISTER_OK", timeout, fail_on=("REGISTER_FAIL",))
 
     async def wait_incoming(self, timeout: float = 5) -> Event:
+        """CALL_INCOMING: a call rings (on auto-answer and busy phones too, just before the
+        driver answers or rejects it). ``peeruri`` is the caller, ``id`` the call's id."""
         return await self.wait_event("CALL_INCOMING", timeout)
 
-    async def wait_established(self, timeout: float = 5) -> Event:
-        return await self.wait_event("CALL_ESTABLISHED", timeout, fail_on=("CALL_CLOSED",))
+    async def wait_established(self, timeout: float = 5, call_id: str | None = None) -> Event:
+        """CALL_ESTABLISHED; PhoneError when the call closes first (``param`` says why, e.g.
+        "486 Busy Here" or "No audio codecs")."""
+        return await self.wait_event("CALL_ESTABLISHED", timeout, call_id=call_id, fail_on=("CALL_CLOSED",))
 
-    async def wait_closed(self, timeout: float = 5) -> Event:
-        return await self.wait_event("CALL_CLOSED", timeout)
+    async def wait_closed(self, timeout: float = 5, call_id: str | None = None) -> Event:
+        """CALL_CLOSED; ``param`` is the reason ("Connection reset by peer" when the far end
+        hung up, "603 Decline" and the like when the call was refused)."""
+        return await self.wait_event("CALL_CLOSED", timeout, call_id=call_id)
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def dial(self, number: str) -> None:
-        """Call ``number`` (at the phone's domain, through Asterisk) or a full SIP URI."""
-        await self.command("dial", self.uri(number))
+    async def dial(self, number: str) -> str:
+        """Call ``number`` (at the phone's domain, through Asterisk) or a full SIP URI; returns
+        the new call's id, as in its events."""
+        data = await self.command("dial", self.uri(number))
+        match = re.search(r"call id: (\S+)", data)
+        if match is None:
+            raise PhoneError(f"phone {self.name}: dial {number}: no call id in {data!r}")
+        return match.group(1)
 
-    async def answer(self) -> None:
-        await self.command("accept")
+    async def answer(self, call_id: str | None = None) -> None:
+        """Answer the ringing call, or call ``call_id``; like a real phone, baresip puts its
+        other calls on hold (``call_hold_other_calls``)."""
+        if call_id is None:
+            await self.command("accept")
+        else:
+            await self.command("acceptdir", f"audio=sendrecv video=inactive callid={call_id}")
 
-    async def hangup(self) -> None:
-        """Hang up the current call; an unanswered incoming one is rejected with 486."""
-        await self.command("hangup")
+    async def hangup(self, call_id: str | None = None) -> None:
+        """Hang up the current call, or call ``call_id``; an unanswered incoming call is
+        rejected with 486, an unanswered outgoing one cancelled."""
+        await self.command("hangup", call_id)
 
     async def send_dtmf(self, digits: str, gap: float = 0.12) -> None:
-        """Send DTMF as RFC 4733 events in the call's RTP, one digit at a time (``sndcode``
-        presses the key; the next press, or the release after the last, ends it)."""
+        """Send DTMF as RFC 4733 events in the current call's RTP, one digit at a time
+        (``sndcode`` presses the key and releases it), ``gap`` seconds apart."""
         for digit in digits:
-            if digit not in "0123456789*#ABCDabcd":
+            if digit not in "0123456789*#ABCD":
                 raise ValueError(f"not a DTMF digit: {digit!r}")
             await self.command("sndcode", digit)
             await asyncio.sleep(gap)
 
-    async def set_busy(self, busy: bool) -> None:
-        """Reject incoming calls with 486 Busy Here (True) or let them ring (False)."""
+    def set_busy(self, busy: bool) -> None:
+        """Reject incoming calls with 486 Busy Here (True) or let them ring (False); the same
+        as setting ``busy``."""
         self.busy = busy
-        mode = "auto" if self.auto_answer and not busy else "manual"
-        await self.command("answermode", mode)
 
     def __repr__(self) -> str:
         return f"<Phone {self.aor} {self.transport} {self.name}>"

@@ -111,6 +111,15 @@ class TenantApi:
         result: dict[str, Any] = response.json()
         return result
 
+    async def update(self, kind: str, entity: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        response = await self.client.patch(
+            f"/v1/tenants/{self.tenant_id}/{kind}/{entity['id']}",
+            json={"revision": entity["revision"], **changes},
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
     async def calls(self, query: str, legs: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
         """Call history groups matching ``query`` once at least ``legs`` legs arrived."""
         deadline = time.monotonic() + timeout

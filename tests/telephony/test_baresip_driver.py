@@ -5,6 +5,8 @@ call from the phone into the dialplan's Stasis application.
 Endpoints are made live through ARI's dynamic configuration (sorcery memory), one set per test
 under a domain of its own; calls to the phones are originated into this file's Stasis
 application and watched, like the phones' calls into ``switchboard``, over an ARI websocket.
+The module has an Asterisk of its own (not the session's, whose ``switchboard`` application
+belongs to the call-flow service).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import pytest
 
 from scripts.asterisk import Instance, build, why_not_runnable
 from tests.support import free_port
-from tests.telephony.baresip import PhoneError, PhoneFactory
+from tests.telephony.baresip import Phone, PhoneError, PhoneFactory
 
 APP = "drivertest"
 PASSWORD = "Phone-Secret-1"
-# The fields a phone endpoint needs besides transport, context, auth, aors and callerid:
+# The fields a phone endpoint needs besides context, auth, aors and callerid (its transport,
+# when set, must be of the phone's protocol: a UDP transport cannot reach a TCP contact):
 # - allow: baresip here has G.711 only; with no allow list Asterisk offers no codec and the call
 #   closes on the phone with "No audio codecs";
 # - rewrite_contact: over TLS Asterisk must send calls back on the phone's own connection (the
@@ -210,6 +213,11 @@ def tail_level(wav: Path, seconds: float = 0.2, rate: int = 8000) -> float:
     return level(array.array("h", data))
 
 
+def hears(phone: Phone) -> Callable[[], bool]:
+    """Whether the phone hears something (a tone, not silence) now."""
+    return lambda: tail_level(phone.speaker_wav) > 1000
+
+
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 3) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -286,7 +294,8 @@ async def test_auto_answer(
     ident = await endpoint(ari, "102", domain)
     phone = await phones.phone("102", domain, PASSWORD, auto_answer=True)
     channel = await call_phone(ari, ident)
-    await phone.wait_established()
+    ringing = await phone.wait_incoming()  # rings, like a phone in manual mode, then answers
+    assert (await phone.wait_established())["id"] == ringing["id"]
     start = await ari_events.of_channel("StasisStart", channel)
     assert start["channel"]["state"] == "Up"
     await ari.delete(f"/channels/{channel}")
@@ -305,12 +314,27 @@ async def test_busy_phone_rejects_with_486(
     await phone.wait_closed()
     assert "CALL_ESTABLISHED" not in [e["type"] for e in phone.events]
     # Not busy any more: the next call is answered.
-    await phone.set_busy(False)
+    phone.set_busy(False)
     channel = await call_phone(ari, ident)
     await phone.wait_incoming()
     await phone.answer()
     await phone.wait_established()
     await ari.delete(f"/channels/{channel}")
+    await phone.wait_closed()
+
+
+async def test_a_phone_with_one_line_is_busy_in_a_call(
+    ari: httpx.AsyncClient, ari_events: AriEvents, phones: PhoneFactory, domain: str
+) -> None:
+    ident = await endpoint(ari, "106", domain)
+    phone = await phones.phone("106", domain, PASSWORD, auto_answer=True, max_calls=1)
+    first = await call_phone(ari, ident)
+    await phone.wait_established()
+    second = await call_phone(ari, ident)
+    destroyed = await ari_events.of_channel("ChannelDestroyed", second)
+    assert destroyed["cause"] == 17, destroyed
+    assert [e["type"] for e in phone.events].count("CALL_INCOMING") == 1
+    await ari.delete(f"/channels/{first}")
     await phone.wait_closed()
 
 
@@ -341,7 +365,7 @@ async def test_dtmf_and_media_both_ways(
         lambda e: e.get("type") == "PlaybackStarted" and e["playback"]["id"] == playback.json()["id"],
         what="PlaybackStarted",
     )
-    await until(lambda: tail_level(phone.speaker_wav) > 1000, "the phone hears the tone")
+    await until(hears(phone), "the phone hears the tone")
     assert (await ari.delete(f"/playbacks/{playback.json()['id']}")).status_code == 204
     name = f"driver-{uuid.uuid4().hex[:8]}"
     recording = await ari.post(
@@ -396,9 +420,8 @@ async def test_two_phones_one_tenant(
     await two.wait_established()
     to_one = await call_phone(ari, first)
     await one.wait_incoming()
-    # The second call rang the first phone only (an auto-answered call has no CALL_INCOMING).
-    assert [e["type"] for e in two.events].count("CALL_ESTABLISHED") == 1
-    assert "CALL_INCOMING" not in [e["type"] for e in two.events]
+    # The second call rang the first phone only.
+    assert [e["type"] for e in two.events].count("CALL_INCOMING") == 1
     await one.hangup()
     await one.wait_closed()
     await ari.delete(f"/channels/{to_two}")
@@ -426,7 +449,7 @@ async def test_two_phones_talk_through_a_bridge(
         added = await ari.post(f"/bridges/{bridge_id}/addChannel", params={"channel": ",".join(channels)})
         assert added.status_code == 204, added.text
         for phone in pair:  # each hears the other's tone
-            await until(lambda phone=phone: tail_level(phone.speaker_wav) > 1000, f"{phone} hears the other")
+            await until(hears(phone), f"{phone} hears the other")
     finally:
         await ari.delete(f"/bridges/{bridge_id}")
     await pair[0].hangup()

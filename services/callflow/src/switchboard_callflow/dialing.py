@@ -65,6 +65,9 @@ async def dial_many(
     and the others are hung up. Returns when someone answered, everyone failed, the time ran
     out, or the caller hung up."""
     attempts = [Attempt(d) for d in destinations]
+    variables = dict(variables or {})
+    if caller_name is not None or caller_number is not None:
+        variables["CALLERID(all)"] = f'"{caller_name or ""}" <{caller_number or ""}>'
     with events.watch(caller_id, *(a.channel_id for a in attempts)) as watch:
         started: list[Attempt] = []
         for attempt in attempts:
@@ -82,13 +85,6 @@ async def dial_many(
                     },
                     body={"variables": variables} if variables else None,
                 )
-                if caller_name is not None or caller_number is not None:
-                    value = f'"{caller_name or ""}" <{caller_number or ""}>'
-                    await ari.request(
-                        "POST",
-                        f"/channels/{attempt.channel_id}/variable",
-                        {"variable": "CALLERID(all)", "value": value},
-                    )
                 await ari.request(
                     "POST",
                     f"/channels/{attempt.channel_id}/dial",
@@ -165,9 +161,13 @@ async def bridge_and_wait(ari: Ari, events: CallEvents, a: str, b: str) -> str |
     with events.watch(a, b, bridge_id) as watch:
         await ari.request("POST", f"/bridges/{bridge_id}", {"type": "mixing,dtmf_events"})
         try:
-            await ari.request("POST", f"/bridges/{bridge_id}/addChannel", {"channel": f"{a},{b}"})
-        except AriError:
+            for channel in (a, b):
+                await ari.request("POST", f"/bridges/{bridge_id}/addChannel", {"channel": channel})
+        except AriError as exc:
+            log.warning("bridging %s and %s failed at %s: %s", a, b, channel, exc)
             await ari.request("DELETE", f"/bridges/{bridge_id}")
+            await hangup(ari, a)
+            await hangup(ari, b)
             raise
         event = await watch.until(lambda e: is_hangup(e, a) or is_hangup(e, b), 7 * 24 * 3600)
         left = event["channel"]["id"] if event else None

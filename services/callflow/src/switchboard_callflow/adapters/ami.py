@@ -45,7 +45,7 @@ class Ami:
         self._changed.set()
 
     async def contacts(self) -> Contacts:
-        replies = await self.manager.send_action({"Action": "PJSIPShowContacts"}, as_list=True)
+        replies = await self.manager.send_action({"Action": "PJSIPShowContacts"})
         result: Contacts = {}
         if not isinstance(replies, list) and str(replies.get("Response")) == "Error":
             if "No Contacts" in str(replies.get("Message", "")):

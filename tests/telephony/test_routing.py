@@ -1,0 +1,190 @@
+"""Employee routing on real Asterisk (SPEC section 1): no answer, busy, unregistered, the
+maximum of parallel calls, chained targets with loop protection, the mobile through the
+tenant's trunk, calls from the trunk by DID, and two tenants with the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.telephony.baresip import PhoneFactory
+from tests.telephony.conftest import PASSWORD, Telephony, TenantApi, tenant_api
+from tests.telephony.helpers import AriProbe, Caller, channel_of
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def legs_of(groups: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+    return [leg for group in groups for leg in group["legs"]]
+
+
+async def test_no_answer_goes_to_the_no_answer_target(
+    tenant: TenantApi, phones: PhoneFactory, telephony: Telephony
+) -> None:
+    await tenant.employee("101")
+    await tenant.employee("103")
+    await tenant.employee("102", routing={"ring_time": 3, "no_answer_target": "103"})
+    alice = await phones.phone("101", tenant.domain, PASSWORD)
+    bob = await phones.phone("102", tenant.domain, PASSWORD)
+    carol = await phones.phone("103", tenant.domain, PASSWORD, auto_answer=True)
+    await alice.dial("102")
+    await bob.wait_incoming()
+    await carol.wait_established(10)  # after bob's 3 s
+    await alice.wait_established()
+    await alice.hangup()
+    await carol.wait_closed()
+    legs = legs_of(await tenant.calls("101", legs=3))
+    by_account = {(leg["called_account"], leg["disposition"]) for leg in legs}
+    assert ("102", "no_answer") in by_account
+    assert ("103", "answered") in by_account
+
+
+async def test_busy_and_unregistered_targets(
+    tenant: TenantApi, phones: PhoneFactory, probe: AriProbe
+) -> None:
+    await tenant.employee("101")
+    await tenant.employee("104")
+    await tenant.employee("105")
+    await tenant.employee("102", routing={"busy_target": "104", "unavailable_target": "105"})
+    alice = await phones.phone("101", tenant.domain, PASSWORD)
+    bob = await phones.phone("102", tenant.domain, PASSWORD, busy=True)
+    dave = await phones.phone("104", tenant.domain, PASSWORD, auto_answer=True)
+    await alice.dial("102")
+    await dave.wait_established(10)  # bob rejected with 486: busy target
+    await alice.hangup()
+    await dave.wait_closed()
+    await bob.stop()  # now 102 has no registered phone: unavailable target
+    erin = await phones.phone("105", tenant.domain, PASSWORD, auto_answer=True)
+    await _wait_unregistered(tenant, "102")
+    await alice.dial("102")
+    await erin.wait_established(10)
+    await alice.hangup()
+    legs = legs_of(await tenant.calls("105", legs=1))
+    assert any(leg["called_account"] == "105" and leg["disposition"] == "answered" for leg in legs)
+
+
+async def _wait_unregistered(tenant: TenantApi, number: str) -> None:
+    import asyncio
+
+    for _ in range(50):
+        listed = (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}/employees")).json()["items"]
+        if any(e["number"] == number and e["registered"] is False for e in listed):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{number} still registered")
+
+
+async def test_max_parallel_calls_counts_as_busy(
+    tenant: TenantApi, phones: PhoneFactory, probe: AriProbe
+) -> None:
+    await tenant.employee("101")
+    await tenant.employee("103")
+    await tenant.employee("104")
+    await tenant.employee("102", advanced={"max_parallel_calls": 1}, routing={"busy_target": "103"})
+    bob = await phones.phone("102", tenant.domain, PASSWORD, auto_answer=True)
+    carol = await phones.phone("103", tenant.domain, PASSWORD, auto_answer=True)
+    first = await Caller(probe, f"101@{tenant.domain}", "101").call("102")
+    await first.wait_answered()
+    await bob.wait_established()
+    second = await Caller(probe, f"104@{tenant.domain}", "104").call("102")
+    await carol.wait_established(10)  # 102 is on its one call: busy target
+    await second.hangup()
+    await first.hangup()
+
+
+async def test_forwarding_loop_ends_the_call(tenant: TenantApi, probe: AriProbe) -> None:
+    await tenant.employee("101")
+    e102 = await tenant.employee("102")
+    await tenant.employee("103", routing={"unavailable_target": "102"})
+    await tenant.update("employees", e102, {"routing": {"unavailable_target": "103"}})
+    caller = await Caller(probe, f"101@{tenant.domain}", "101").call("102")
+    await caller.wait_hung_up(15)
+    legs = legs_of(await tenant.calls("101", legs=1))
+    assert all(leg["disposition"] != "answered" for leg in legs)
+
+
+async def test_mobile_through_the_trunk_and_back_in_by_did(
+    telephony: Telephony, phones: PhoneFactory, probe: AriProbe
+) -> None:
+    """The provider is Asterisk itself: the trunk points at its own SIP port, so the call
+    leaves through ``trunk-<tenant>`` and comes back in as a call from the provider, routed by
+    the DID through the incoming routes."""
+    sip_port = telephony.asterisk.sip_port
+    async with tenant_api(telephony) as tenant:
+        await tenant.employee("101")
+        await tenant.employee("103")
+        await tenant.employee("102", mobile="+74950000777", routing={"ring_time": 3})
+        response = await tenant.client.patch(
+            f"/v1/tenants/{tenant.tenant_id}",
+            json={
+                "revision": (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}")).json()["revision"],
+                "settings": {
+                    "trunk": {
+                        "host": "127.0.0.1",
+                        "port": sip_port,
+                        "username": "acc1",
+                        "password": "Pr0vider-pass",
+                    },
+                    "incoming": {"routes": [{"did": "74950000777", "target": "103"}]},
+                },
+            },
+        )
+        assert response.status_code == 200, response.text
+        carol = await phones.phone("103", tenant.domain, PASSWORD, auto_answer=True)
+        mark = probe.mark()
+        caller = await Caller(probe, f"101@{tenant.domain}", "101").call("102")
+        await carol.wait_established(15)  # 102 unregistered -> mobile -> trunk -> DID -> 103
+        trunk_call = await probe.wait(
+            lambda e: (
+                e.get("type") == "ChannelDialplan"
+                and e.get("dialplan_app") == "Stasis"
+                and channel_of(e)["dialplan"]["context"] == "sb-trunk"
+            ),
+            5,
+            mark,
+        )  # the provider's call entered the trunk context ...
+        assert channel_of(trunk_call)["dialplan"]["exten"] == "74950000777"  # ... with the DID
+        assert channel_of(trunk_call)["name"].startswith(f"PJSIP/trunk-{tenant.tenant_id}-")
+        await caller.hangup()
+        await carol.wait_closed()
+        legs = legs_of(await tenant.calls("74950000777", legs=2))
+        assert {leg["called_number"] for leg in legs} >= {"74950000777"}
+        # no trunk: an external number is refused and recorded as failed
+        tenant_now = (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}")).json()
+        response = await tenant.client.patch(
+            f"/v1/tenants/{tenant.tenant_id}",
+            json={"revision": tenant_now["revision"], "settings": {"trunk": None}},
+        )
+        assert response.status_code == 200, response.text
+        caller = await Caller(probe, f"101@{tenant.domain}", "101").call("84951112233")
+        await caller.wait_hung_up(10)
+        failed = legs_of(await tenant.calls("84951112233", legs=1))
+        assert failed[0]["disposition"] == "failed"
+
+
+async def test_two_tenants_with_the_same_numbers_stay_apart(
+    telephony: Telephony, phones: PhoneFactory
+) -> None:
+    async with tenant_api(telephony) as first, tenant_api(telephony) as second:
+        for api in (first, second):
+            await api.employee("101")
+            await api.employee("102")
+        a101 = await phones.phone("101", first.domain, PASSWORD)
+        a102 = await phones.phone("102", first.domain, PASSWORD, auto_answer=True)
+        b102 = await phones.phone("102", second.domain, PASSWORD, auto_answer=True)
+        await a101.dial("102")
+        await a102.wait_established(10)
+        assert not any(e.get("type") == "CALL_INCOMING" for e in b102.events)
+        await a101.hangup()
+        await a102.wait_closed()
+        # the other tenant's phone cannot reach into the first tenant's domain
+        b101 = await phones.phone("101", second.domain, PASSWORD)
+        await b101.dial(f"sip:102@{first.domain}")
+        await b102.wait_established(10)  # routed by the caller's own tenant: its own 102
+        assert sum(1 for e in a102.events if e.get("type") == "CALL_INCOMING") == 1
+        await b101.hangup()
+        assert await first.calls("101", legs=2)
+        assert all(
+            leg["caller_account"] == "101"
+            for group in await second.calls("101", legs=2)
+            for leg in group["legs"]
+        )
