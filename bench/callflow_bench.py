@@ -4,38 +4,46 @@ second go through its Stasis application compared with plain dialplan, and how m
 can hold in IVR menus. Prints one JSON document on stdout (progress goes to stderr) and writes it
 to ``--out``.
 
-    .venv/bin/python bench/callflow_bench.py                       # about 2 to 3 minutes, 2 cores
-    .venv/bin/python bench/callflow_bench.py --calls 500 --concurrency 20 --hold 1000
+    .venv/bin/python bench/callflow_bench.py                 # about a minute on 2 idle cores
+    .venv/bin/python bench/callflow_bench.py --calls 500 --concurrency 20 --hold 1500 --out /tmp/x.json
 
 It starts its own Asterisk 22 (``scripts/asterisk.py``, needs root and the built root in
 ``.cache/asterisk/root``) and a private platform (``tests.support.Platform``: nats-server,
 config, cdr, callflow, gateway), like the telephony tests, and creates a tenant with one
 employee (``101``) and one IVR menu (``500``: no greeting of its own, so the built-in prompt
-plays; timeout 60 s, 10 repeats: a caller stays about ten minutes). Callers are Local channels
-``Local/<number>@sb-internal`` originated through ARI into the benchmark's own application
-``benchprobe`` with ``__SB_ORIGIN_ENDPOINT=101@<tenant domain>``, so the call-flow service takes
-the ``;2`` half for employee 101 calling. ``benchprobe`` is also subscribed to all events
-(``subscribeAll=true``) and watches both halves.
+is played; timeout 60 s, 10 repeats: a caller stays about ten minutes). Callers are Local
+channels ``Local/<number>@<context>`` originated through ARI into the benchmark's own
+application ``benchprobe`` with ``__SB_ORIGIN_ENDPOINT=101@<tenant domain>``, so the call-flow
+service takes the ``;2`` half as employee 101 calling. ``benchprobe`` is subscribed to all
+events (``subscribeAll=true``, with an event filter) and watches both halves of every call.
 
 Phases:
 
-1. ``routing_latency``: ``--calls`` calls to the IVR, one after the other. For each ``;2``
-   channel, the time between its ``StasisStart`` (application ``switchboard``) and the first
-   thing the call-flow service does to it (``ChannelStateChange``, ``PlaybackStarted``,
-   ``ChannelDialplan``, ``ChannelHangupRequest``, ``ChannelEnteredBridge`` or ``Dial``; for the
-   IVR it is the answer), both from Asterisk's event ``timestamp`` fields (millisecond
-   resolution). The same figure is also given for the Stasis calls of phase 2, under load.
-2. ``setup_rate``: ``--calls`` calls through Stasis (``Local/500@sb-internal``: the service
-   answers and plays the prompt) and ``--calls`` through plain dialplan
-   (``Local/100@sb-bench-plain``: ``Answer()``, ``Hangup()``), ``--concurrency`` at a time;
-   each call is hung up as soon as its ``;1`` half is answered, and a slot is free again once
-   both halves are destroyed. Calls/s = answered calls / (first originate to last call gone).
-3. ``hold``: callers into the IVR in steps of ``--step``, kept. After each step: every held
-   call's two halves are still Up (``GET /channels``), the service's ``/readyz`` answers 200
-   within 1 s, and a new caller is answered within 2 s. It stops at the first failed check, at
-   ``--hold`` callers, when the 1-minute load average is above ``--max-load`` or less than
-   ``--min-free-mb`` of memory is available; ``max_held_passed`` is the last step that passed.
-   Every call is hung up at the end.
+1. ``routing_latency``: ``--calls`` calls to the IVR, one after the other (after 10 warm-ups).
+   For each ``;2`` channel, the time from its entry into the call-flow service's application to
+   the first thing the service does to it (``ChannelStateChange``, ``PlaybackStarted``,
+   ``ChannelDialplan``, ``ChannelHangupRequest``, ``ChannelEnteredBridge`` or ``Dial``; for
+   the IVR it is the answer), both from Asterisk's event ``timestamp`` fields (millisecond
+   resolution). Asterisk sends ``StasisStart`` only to the application the channel enters, so
+   the entry is the ``ChannelDialplan`` event of ``Stasis(switchboard,...)`` on ``;2`` (the
+   ``StasisStart`` follows in the same thread); a ``StasisStart`` is used when one arrives.
+   ``reference_event`` says which. The same figure is given for the Stasis calls of phase 2.
+2. ``setup_rate``: ``--calls`` calls through plain dialplan (``Local/100@sb-bench-plain``:
+   ``Answer()``, ``Hangup()``), then ``--calls`` through Stasis (``Local/500@sb-internal``: the
+   service answers and plays the prompt), ``--concurrency`` at a time, each after 10 warm-ups
+   and a wait until the call records of before are consumed by the cdr service (``quiet``).
+   Each call is hung up as soon as its ``;1`` half is answered; a slot is free again when both
+   halves are destroyed. Calls/s = answered calls / (first originate to last call gone).
+   ``cpu_ms_per_call``: CPU time of each process (Asterisk, callflow, cdr, nats-server and the
+   benchmark itself) over the run, per call.
+3. ``hold``: callers into the IVR in steps of ``--step``, ``--concurrency`` at a time, kept.
+   After each step and ``--settle`` seconds: both halves of every held call are still Up
+   (``GET /channels``), the service's ``/readyz`` answers 200 within 1 s, and a new caller is
+   answered within 2 s. It stops at the first failed check, at ``--hold`` callers, or (checked
+   before each step) when the 1-minute load average is above ``--max-load`` or less than
+   ``--min-free-mb`` memory is available; ``max_held_passed`` is the last step that passed.
+   ``held_greetings`` counts the playback events of the held calls' greetings. Every call is
+   hung up at the end.
 
 Asterisk, the platform and the temp folder are removed at the end, also on Ctrl-C or SIGTERM.
 """
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -57,7 +66,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,7 +76,9 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
+import nats  # noqa: E402
 from switchboard_contracts.employees import generate_sip_password  # noqa: E402
+from switchboard_contracts.subjects import CALL_RECORDS_STREAM  # noqa: E402
 
 from scripts.asterisk import Instance, asterisk_version, build, why_not_runnable  # noqa: E402
 from tests.support import Platform, free_port  # noqa: E402
@@ -91,7 +102,9 @@ ACTIONS = (
     "Dial",
 )
 #: The probe asks Asterisk for these only (fewer events to encode, send and parse).
-PROBE_EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", *ACTIONS)
+PROBE_EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "PlaybackFinished", *ACTIONS)
+#: The cdr service's durable consumer of call records (waited for between phases).
+CDR_CONSUMER = "cdr-ingest"
 ANSWER_TIMEOUT = 10.0
 GONE_TIMEOUT = 10.0
 NEW_CALL_LIMIT = 2.0
@@ -135,7 +148,9 @@ def channels_of(event: Event) -> list[str]:
         target = str(event.get("playback", {}).get("target_uri", ""))
         return [target.removeprefix("channel:")] if target.startswith("channel:") else []
     if kind == "Dial":
-        return [c["id"] for c in (event.get("caller"), event.get("peer")) if isinstance(c, dict) and "id" in c]
+        return [
+            c["id"] for c in (event.get("caller"), event.get("peer")) if isinstance(c, dict) and "id" in c
+        ]
     channel = event.get("channel")
     return [channel["id"]] if isinstance(channel, dict) and "id" in channel else []
 
@@ -190,7 +205,8 @@ def asterisk_pid(instance: Instance) -> int | None:
 
 @dataclass
 class Watched:
-    """The processes whose CPU time is counted per phase."""
+    """The processes whose CPU time is counted per phase; ``others``: the rest of the machine's
+    busy CPU time (another job running at the same time makes the figures incomparable)."""
 
     pids: dict[str, int | None]
 
@@ -199,6 +215,10 @@ class Watched:
         for name, pid in self.pids.items():
             stats = process_stats(pid)
             out[name] = stats["cpu_s"] if stats else 0.0
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+        busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # all but idle and iowait; no guest twice
+        out["others"] = busy / os.sysconf("SC_CLK_TCK") - sum(out.values())
         return out
 
     def per_call_ms(self, before: dict[str, float], calls: int) -> dict[str, float]:
@@ -253,7 +273,6 @@ class Call:
     started: float
     answered_after: float | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Probe:
@@ -270,10 +289,12 @@ class Probe:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.reader: asyncio.Task[None] | None = None
         self.event_filter: Any = None
+        self.closing = False
 
     async def start(self) -> Probe:
+        credentials = f"{self.instance.ari_user}:{self.instance.ari_password}".encode()
         self.session = aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth(self.instance.ari_user, self.instance.ari_password),
+            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()},
             timeout=aiohttp.ClientTimeout(total=15),
             connector=aiohttp.TCPConnector(limit=self.rest_limit),
         )
@@ -305,9 +326,11 @@ class Probe:
                 track = self.tracks.get(channel_id)
                 if track is not None:
                     track.add(event)
-        say("the probe's event socket closed")
+        if not self.closing:
+            say("the probe's event socket closed")
 
     async def stop(self) -> None:
+        self.closing = True
         if self.ws is not None:
             await self.ws.close()
         if self.reader is not None:
@@ -377,6 +400,8 @@ class Probe:
 
     async def gone(self, call: Call, timeout: float = GONE_TIMEOUT) -> bool:
         """Both halves destroyed; the call's tracks are dropped."""
+        if call.error and call.error.startswith("originate"):
+            timeout = 0  # there never was a channel
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         ok = True
@@ -394,22 +419,59 @@ class Probe:
         return {c["id"]: c.get("state", "") for c in channels}
 
 
-def routing_latency(call: Call) -> tuple[float, str] | None:
-    """Milliseconds from the ``;2`` half's StasisStart in the call-flow service's application to
-    the first action on it, from Asterisk's timestamps; and what the action was."""
+def entered_callflow(event: Event) -> str | None:
+    """What an event on ``;2`` says about its entry into the call-flow service's application:
+    ``StasisStart`` when the probe gets it, else the dialplan starting ``Stasis(switchboard,...)``
+    (Asterisk sends StasisStart only to the application the channel enters)."""
+    kind = event.get("type")
+    if kind == "StasisStart" and event.get("application") == CALLFLOW_APP:
+        return "StasisStart"
+    if (
+        kind == "ChannelDialplan"
+        and event.get("dialplan_app") == "Stasis"
+        and str(event.get("dialplan_app_data", "")).split(",")[0] == CALLFLOW_APP
+    ):
+        return "ChannelDialplan:Stasis"
+    return None
+
+
+def routing_latency(call: Call) -> tuple[float, str, str] | None:
+    """Milliseconds from the ``;2`` half's entry into the call-flow service's application to the
+    first action on it, from Asterisk's timestamps; the reference event and the action."""
     started: Event | None = None
+    reference = ""
     for event in call.inner_track.events:
         kind = event.get("type")
+        entry = entered_callflow(event)
+        if entry == "StasisStart" or (entry and started is None):
+            started, reference = event, entry
+            continue
         if started is None:
-            if kind == "StasisStart" and event.get("application") == CALLFLOW_APP:
-                started = event
             continue
         if kind in ACTIONS:
             what = str(kind)
             if kind == "ChannelStateChange":
                 what += ":" + str(event["channel"].get("state"))
-            return (asterisk_time(event) - asterisk_time(started)) * 1000, what
+            return (asterisk_time(event) - asterisk_time(started)) * 1000, reference, what
     return None
+
+
+def describe(events: list[Event]) -> list[str]:
+    """A call's events in short, for the output."""
+    out = []
+    for event in events:
+        kind = str(event.get("type"))
+        detail = ""
+        if kind == "ChannelStateChange":
+            detail = str(event["channel"].get("state"))
+        elif kind == "ChannelDialplan":
+            detail = f"{event.get('dialplan_app')}({event.get('dialplan_app_data')})"
+        elif kind in ("StasisStart", "StasisEnd"):
+            detail = str(event.get("application"))
+        elif kind == "PlaybackStarted":
+            detail = str(event.get("playback", {}).get("media_uri"))
+        out.append(f"{event.get('timestamp')} {kind} {detail}".rstrip())
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +498,12 @@ async def create_tenant(platform: Platform) -> tuple[str, str]:
     domain = f"{tenant_id}.pbx.test"
     headers = {"Authorization": f"Bearer {platform.operator_key}"}
     async with httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=15) as operator:
-        body = {"id": tenant_id, "name": tenant_id, "sip_domain": domain, "settings": {"prompt_language": "en"}}
+        body = {
+            "id": tenant_id,
+            "name": tenant_id,
+            "sip_domain": domain,
+            "settings": {"prompt_language": "en"},
+        }
         response = await operator.post("/v1/tenants", json=body)
         if response.status_code != 201:
             raise BenchError(f"tenant: {response.status_code} {response.text}")
@@ -446,7 +513,10 @@ async def create_tenant(platform: Platform) -> tuple[str, str]:
     headers = {"Authorization": f"Bearer {key.json()['key']}"}
     async with httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=15) as admin:
         for kind, body in (
-            ("employees", {"name": "Bench caller", "number": EMPLOYEE, "sip_password": generate_sip_password()}),
+            (
+                "employees",
+                {"name": "Bench caller", "number": EMPLOYEE, "sip_password": generate_sip_password()},
+            ),
             (
                 "ivr-menus",
                 {
@@ -488,6 +558,38 @@ async def wait_routed(probe: Probe, timeout: float = 30) -> int:
         await asyncio.sleep(0.5)
 
 
+async def quiet(platform: Platform, callflow_url: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait until the previous phase's call records are published by the call-flow service and
+    consumed by the cdr service, so that a phase does not pay for the one before."""
+    began = time.perf_counter()
+    pending: int | None = None
+    waiting: int | None = None
+    nc = await nats.connect(platform.nats.url)
+    try:
+        js = nc.jetstream()
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.perf_counter() - began < timeout:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    waiting = int(
+                        (await client.get(f"{callflow_url}/readyz")).json().get("records_waiting", 0)
+                    )
+                with contextlib.suppress(Exception):
+                    info = await js.consumer_info(CALL_RECORDS_STREAM, CDR_CONSUMER)
+                    pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+                if waiting == 0 and pending == 0:
+                    break
+                await asyncio.sleep(0.2)
+            stream = await js.stream_info(CALL_RECORDS_STREAM)
+    finally:
+        await nc.close()
+    return {
+        "waited_s": round(time.perf_counter() - began, 2),
+        "records_in_stream": stream.state.messages,
+        "cdr_pending": pending,
+        "callflow_records_waiting": waiting,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # phases
 
@@ -495,8 +597,10 @@ async def wait_routed(probe: Probe, timeout: float = 30) -> int:
 async def phase_latency(probe: Probe, calls: int, watched: Watched) -> dict[str, Any]:
     say(f"routing latency: {calls} calls to the IVR, one at a time")
     latencies: list[float] = []
+    references: Counter[str] = Counter()
     first: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    example: list[str] = []
     cpu = watched.cpu()
     began = time.perf_counter()
     for _ in range(calls):
@@ -506,16 +610,20 @@ async def phase_latency(probe: Probe, calls: int, watched: Watched) -> dict[str,
             errors[call.error or "no StasisStart or action seen on ;2"] += 1
             continue
         latencies.append(measured[0])
-        first[measured[1]] += 1
+        references[measured[1]] += 1
+        first[measured[2]] += 1
+        example = example or describe(call.inner_track.events)
         if call.error:
             errors[call.error] += 1
     seconds = time.perf_counter() - began
     result = {
-        "what": "StasisStart of ;2 (app switchboard) to the first action on it, Asterisk timestamps",
+        "what": "entry of ;2 into Stasis(switchboard) to the first action on it, Asterisk timestamps",
         "calls": calls,
         "measured": len(latencies),
         "ms": distribution(latencies),
+        "reference_event": dict(references),
         "first_action": dict(first),
+        "example_inner_events": example,
         "errors": dict(errors),
         "seconds": round(seconds, 2),
         "cpu_ms_per_call": watched.per_call_ms(cpu, calls),
@@ -552,11 +660,14 @@ async def run_calls(
     routed = [m for m in (routing_latency(c) for c in done) if m is not None]
     if routed:
         result["routing_latency_ms"] = distribution([m[0] for m in routed])
-        result["first_action"] = dict(Counter(m[1] for m in routed))
+        result["reference_event"] = dict(Counter(m[1] for m in routed))
+        result["first_action"] = dict(Counter(m[2] for m in routed))
     return result
 
 
-async def phase_rate(probe: Probe, calls: int, concurrency: int, watched: Watched) -> dict[str, Any]:
+async def phase_rate(
+    probe: Probe, calls: int, concurrency: int, watched: Watched, platform: Platform, callflow_url: str
+) -> dict[str, Any]:
     modes = {
         "plain": (PLAIN_NUMBER, PLAIN_CONTEXT, "Local/100@sb-bench-plain: Answer(), Hangup()"),
         "stasis": (IVR_NUMBER, INTERNAL_CONTEXT, "Local/500@sb-internal: callflow answers, plays"),
@@ -564,8 +675,10 @@ async def phase_rate(probe: Probe, calls: int, concurrency: int, watched: Watche
     result: dict[str, Any] = {"concurrency": concurrency}
     for mode, (number, context, what) in modes.items():
         await run_calls(probe, WARMUP_CALLS, min(concurrency, WARMUP_CALLS), number, context, watched)
-        say(f"set-up rate, {mode}: {calls} calls, {concurrency} at a time")
-        result[mode] = {"what": what, **await run_calls(probe, calls, concurrency, number, context, watched)}
+        before = await quiet(platform, callflow_url)
+        say(f"set-up rate, {mode}: {calls} calls, {concurrency} at a time (waited {before['waited_s']} s)")
+        measured = await run_calls(probe, calls, concurrency, number, context, watched)
+        result[mode] = {"what": what, **measured, "quiet_before": before}
         say(f"set-up rate, {mode}: {result[mode]['calls_per_s']} calls/s")
     plain, stasis = result["plain"]["calls_per_s"], result["stasis"]["calls_per_s"]
     result["ratio_stasis_over_plain"] = round(stasis / plain, 3) if plain else None
@@ -579,7 +692,12 @@ async def readyz(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         elapsed = time.perf_counter() - began
         body = response.json()
         ok = response.status_code == 200 and elapsed <= READYZ_LIMIT
-        return {"ok": ok, "ms": round(elapsed * 1000, 1), "status": response.status_code, "calls": body.get("calls")}
+        return {
+            "ok": ok,
+            "ms": round(elapsed * 1000, 1),
+            "status": response.status_code,
+            "calls": body.get("calls"),
+        }
     except (httpx.HTTPError, ValueError) as exc:
         return {"ok": False, "ms": round((time.perf_counter() - began) * 1000, 1), "error": repr(exc)}
 
@@ -596,6 +714,7 @@ async def phase_hold(
     async def add_caller() -> Call:
         async with semaphore:
             call = await probe.originate(IVR_NUMBER, INTERNAL_CONTEXT)
+            held.append(call)  # at once: hung up at the end even when interrupted now
             await probe.answered(call)
             return call
 
@@ -615,12 +734,15 @@ async def phase_hold(
                 target = min(args.hold, target + args.step)
                 step_began = time.perf_counter()
                 new = await asyncio.gather(*(add_caller() for _ in range(target - len(held))))
-                held.extend(new)
                 ramp_s = time.perf_counter() - step_began
                 not_answered = Counter(c.error for c in new if c.error)
                 await asyncio.sleep(args.settle)
 
-                states = await probe.channel_states()
+                try:
+                    states = await probe.channel_states()
+                except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+                    say(f"channels not listed: {exc!r}")
+                    states = {}
                 down = [c for c in held if states.get(c.outer) != "Up" or states.get(c.inner) != "Up"]
                 health = await readyz(client, callflow_url)
                 fresh = await probe.originate(IVR_NUMBER, INTERNAL_CONTEXT)
@@ -636,6 +758,14 @@ async def phase_hold(
                     ),
                     "not_answered": dict(not_answered),
                     "held_down": len(down),
+                    "held_greetings": dict(
+                        Counter(
+                            f"{e['type']}:{e.get('playback', {}).get('state')}"
+                            for c in held
+                            for e in c.inner_track.events
+                            if e.get("type") in ("PlaybackStarted", "PlaybackFinished")
+                        )
+                    ),
                     "channels_on_asterisk": len(states),
                     "readyz": health,
                     "new_call_answer_ms": fresh_ms,
@@ -706,6 +836,10 @@ async def bench(
             "callflow": callflow.proc.pid if callflow.proc else None,
             "cdr": platform.services["cdr"].proc.pid if platform.services["cdr"].proc else None,
             "nats": platform.nats.proc.pid if platform.nats.proc else None,
+            **{
+                name: platform.services[name].proc.pid  # type: ignore[union-attr]
+                for name in ("config", "gateway")
+            },
         }
     )
     began = time.perf_counter()
@@ -720,10 +854,18 @@ async def bench(
         output["setup"]["probe_event_filter"] = probe.event_filter
         for _ in range(WARMUP_CALLS):
             await one_call(probe, IVR_NUMBER, INTERNAL_CONTEXT)
+        await quiet(platform, callflow.base_url)
         output["routing_latency"] = await phase_latency(probe, args.calls, watched)
-        output["setup_rate"] = await phase_rate(probe, args.calls, args.concurrency, watched)
+        output["setup_rate"] = await phase_rate(
+            probe, args.calls, args.concurrency, watched, platform, callflow.base_url
+        )
         if args.hold > 0:
-            output["hold"] = await phase_hold(probe, args, callflow.base_url, watched)
+            quiet_before = await quiet(platform, callflow.base_url)
+            output["hold"] = {
+                **await phase_hold(probe, args, callflow.base_url, watched),
+                "quiet_before": quiet_before,
+            }
+        output["records_after"] = await quiet(platform, callflow.base_url)
         output["processes_at_end"] = {name: process_stats(pid) for name, pid in watched.pids.items()}
         output["probe_events_received"] = dict(probe.received.most_common())
     finally:
@@ -736,16 +878,26 @@ async def bench(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=200, help="calls for latency and for each set-up rate (200)")
+    parser.add_argument(
+        "--calls", type=int, default=2000, help="calls for latency and for each set-up rate (2000)"
+    )
     parser.add_argument("--concurrency", type=int, default=10, help="calls being set up at once (10)")
-    parser.add_argument("--hold", type=int, default=600, help="most callers to hold in the IVR; 0: skip (600)")
+    parser.add_argument(
+        "--hold", type=int, default=600, help="most callers to hold in the IVR; 0: skip (600)"
+    )
     parser.add_argument("--step", type=int, default=50, help="callers added per hold step (50)")
-    parser.add_argument("--settle", type=float, default=1.0, help="seconds after a step before the checks (1)")
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="seconds after a step before the checks (1)"
+    )
     parser.add_argument(
         "--max-load", type=float, default=None, help="stop holding above this 1-minute load (3 x cores)"
     )
-    parser.add_argument("--min-free-mb", type=int, default=1024, help="stop holding below this free memory (1024)")
-    parser.add_argument("--out", default=str(ROOT / "bench/results/callflow_default.json"), help="result file")
+    parser.add_argument(
+        "--min-free-mb", type=int, default=1024, help="stop holding below this free memory (1024)"
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench/results/callflow_default.json"), help="result file"
+    )
     args = parser.parse_args(argv)
     if args.calls < 1 or args.concurrency < 1 or args.step < 1 or args.hold < 0:
         parser.error("--calls, --concurrency and --step must be positive, --hold not negative")
@@ -755,7 +907,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def interrupted(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    """SIGTERM as Ctrl-C: inside asyncio.run the main task is cancelled (held calls are hung
+    up), elsewhere a KeyboardInterrupt."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -852,8 +1006,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if platform is not None:
-            say("stopping the platform")
-            platform.stop()
+            for name, service in reversed(platform.services.items()):
+                started = time.perf_counter()
+                service.stop()
+                say(f"stopped {name} in {time.perf_counter() - started:.1f} s")
+            platform.stop()  # nats-server
         say(f"removing Asterisk {instance.name}")
         instance.remove()
         shutil.rmtree(work, ignore_errors=True)

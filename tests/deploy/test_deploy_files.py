@@ -1,19 +1,23 @@
-"""Static checks of the operator-facing deployment files: the services' Dockerfiles,
-docker-compose.yml and the kustomize base in deploy/k8s (and how both wire ClickHouse and Grafana
-to the provisioning files of deploy/grafana, and the media service to MinIO).
+"""Static checks of the operator-facing deployment files: the services' Dockerfiles, the Asterisk
+image (deploy/asterisk), docker-compose.yml and the kustomize base in deploy/k8s (and how both
+wire ClickHouse and Grafana to the provisioning files of deploy/grafana, the media service to
+MinIO, and the call-flow service to Asterisk).
 
 Nothing is built, started or fetched: the Kubernetes manifests are rendered with
 ``kubectl kustomize`` (or, where kubectl is not installed, read from the files the kustomization
 lists) and validated against the schemas that ``kubernetes-validate`` ships; docker-compose.yml is
 validated against the compose-spec schema that ``check-jsonschema`` ships; the Dockerfiles are
 linted by the small rules below; the ClickHouse users file (inline in docker-compose.yml, a
-ConfigMap in deploy/k8s) is parsed and matched against the settings that use it."""
+ConfigMap in deploy/k8s) is parsed and matched against the settings that use it. The Asterisk
+image's entrypoint (plain sh) is run on the configuration templates in a temporary folder, with a
+stand-in for the asterisk binary."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.resources
 import json
+import os
 import re
 import shlex
 import shutil
@@ -25,12 +29,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
+
+from scripts import asterisk as local_asterisk
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -40,6 +47,10 @@ GRAFANA_DATASOURCE = GRAFANA_DIR / "provisioning" / "datasources" / "clickhouse.
 GRAFANA_PROVISIONING_CONTAINER_DIR = "/etc/grafana/provisioning"
 CLICKHOUSE_USERS_D = "/etc/clickhouse-server/users.d/"
 DOCKERIGNORE = ROOT / ".dockerignore"
+ASTERISK_DIR = ROOT / "deploy" / "asterisk"
+ASTERISK_DOCKERFILE = ASTERISK_DIR / "Dockerfile"
+ASTERISK_ENTRYPOINT = ASTERISK_DIR / "entrypoint.sh"
+ASTERISK_TEMPLATES = ASTERISK_DIR / "etc"
 K8S_VERSION = "1.30"
 NAMESPACE = "switchboard"
 
@@ -49,6 +60,7 @@ SERVICES = {
     "gateway": ("switchboard_gateway.settings", "SB_GATEWAY_"),
     "cdr": ("switchboard_cdr.settings", "SB_CDR_"),
     "media": ("switchboard_media.settings", "SB_MEDIA_"),
+    "callflow": ("switchboard_callflow.settings", "SB_CALLFLOW_"),
 }
 # MinIO's images left Docker Hub with the archived community edition: pinned from quay.io.
 MINIO_IMAGE_PREFIX = "quay.io/minio/minio:RELEASE."
@@ -159,6 +171,8 @@ def test_kustomize_renders_the_expected_resources(manifests: list[dict[str, Any]
         ("Service", "minio-headless"),
         ("Deployment", "media"),
         ("PodDisruptionBudget", "media"),
+        ("Deployment", "callflow"),
+        ("Service", "sip"),
     }
     assert expected <= present, f"missing: {sorted(expected - present)}"
     assert not any(kind == "Secret" for kind, _ in present), "real Secrets must not be in the base"
@@ -200,6 +214,7 @@ def test_every_container_has_probes_limits_and_a_locked_down_context(manifests: 
         "cdr",
         "minio",
         "media",
+        "callflow",
     }
     problems = []
     for workload in workloads:
@@ -1045,8 +1060,8 @@ def _final_stage(stages: list[Stage]) -> Stage:
     return stages[-1]
 
 
-def lint_dockerfile(text: str) -> list[str]:
-    """Problems found in a Dockerfile whose build context is the repository root."""
+def lint_dockerfile(text: str, context: Path = ROOT) -> list[str]:
+    """Problems found in a Dockerfile built with ``context`` (the repository root by default)."""
     stages = parse_dockerfile(text)
     if not stages:
         return ["no FROM instruction"]
@@ -1071,7 +1086,7 @@ def lint_dockerfile(text: str) -> list[str]:
                     f"line {instruction.line}: ADD of a URL (download in a RUN step with a checksum)"
                 )
             if instruction.keyword == "COPY" and "--from=" not in instruction.args:
-                problems += _check_copy_sources(instruction)
+                problems += _check_copy_sources(instruction, context)
     final = stages[-1]
     user = final.get("USER")
     if user is None:
@@ -1090,14 +1105,14 @@ def lint_dockerfile(text: str) -> list[str]:
     return problems
 
 
-def _check_copy_sources(instruction: Instruction) -> list[str]:
+def _check_copy_sources(instruction: Instruction, context: Path = ROOT) -> list[str]:
     words = [w for w in shlex.split(instruction.args) if not w.startswith("--")]
-    ignored = _dockerignore_top_level()
+    ignored = _dockerignore_top_level(context / ".dockerignore")
     problems = []
     for source in words[:-1]:
         if any(char in source for char in "*?[$"):
             continue
-        if not (ROOT / source).exists():
+        if not (context / source).exists():
             problems.append(
                 f"line {instruction.line}: COPY source {source} does not exist in the build context"
             )
@@ -1106,10 +1121,10 @@ def _check_copy_sources(instruction: Instruction) -> list[str]:
     return problems
 
 
-def _dockerignore_top_level() -> set[str]:
-    if not DOCKERIGNORE.is_file():
+def _dockerignore_top_level(dockerignore: Path = DOCKERIGNORE) -> set[str]:
+    if not dockerignore.is_file():
         return set()
-    lines = (line.strip() for line in DOCKERIGNORE.read_text().splitlines())
+    lines = (line.strip() for line in dockerignore.read_text().splitlines())
     return {
         line.strip("/")
         for line in lines
@@ -1118,15 +1133,19 @@ def _dockerignore_top_level() -> set[str]:
 
 
 SERVICE_DOCKERFILES = sorted(ROOT.glob("services/*/Dockerfile"))
+# Every image with its build context: the services' is the repository root, the Asterisk image's
+# its own folder (the root context's .dockerignore leaves deploy/ out).
+DOCKERFILES = [(path, ROOT) for path in SERVICE_DOCKERFILES] + [(ASTERISK_DOCKERFILE, ASTERISK_DIR)]
 
 
 def test_every_service_has_a_dockerfile() -> None:
     assert {path.parent.name for path in SERVICE_DOCKERFILES} >= set(SERVICES)
+    assert ASTERISK_DOCKERFILE.is_file()
 
 
-@pytest.mark.parametrize("dockerfile", SERVICE_DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_dockerfile_lint(dockerfile: Path) -> None:
-    problems = lint_dockerfile(dockerfile.read_text())
+@pytest.mark.parametrize(("dockerfile", "context"), DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_lint(dockerfile: Path, context: Path) -> None:
+    problems = lint_dockerfile(dockerfile.read_text(), context)
     assert not problems, "\n".join(problems)
 
 
@@ -1221,6 +1240,11 @@ def test_media_image_has_ffmpeg_and_a_scratch_folder() -> None:
             "FROM python:3.11-slim\nCOPY no-such-dir /x\nUSER 1000\nHEALTHCHECK CMD true\n",
             ["does not exist", "neither"],
         ),
+        (
+            # The root context's .dockerignore leaves deploy/ out.
+            'FROM debian:sid-slim\nCOPY deploy/asterisk/etc /x\nUSER 1000\nHEALTHCHECK CMD true\nCMD ["x"]\n',
+            ["excluded by .dockerignore"],
+        ),
     ],
 )
 def test_dockerfile_lint_catches_problems(dockerfile: str, expected: list[str]) -> None:
@@ -1229,6 +1253,531 @@ def test_dockerfile_lint_catches_problems(dockerfile: str, expected: list[str]) 
         assert fragment in problems
 
 
+def test_dockerfile_lint_reads_copy_sources_from_the_build_context() -> None:
+    dockerfile = 'FROM debian:sid-slim\nCOPY etc /x\nUSER 1000\nHEALTHCHECK CMD true\nCMD ["x"]\n'
+    assert not lint_dockerfile(dockerfile, ASTERISK_DIR)
+    assert "does not exist" in "\n".join(lint_dockerfile(dockerfile, ROOT))
+
+
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context() -> None:
     ignored = _dockerignore_top_level()
     assert {".git", ".venv", ".tools", "data", ".env"} <= ignored
+
+
+# ---------------------------------------------------------------------------------------------
+# Telephony: the Asterisk image (deploy/asterisk), its entrypoint, and how docker-compose.yml and
+# deploy/k8s wire Asterisk to the call-flow service.
+
+# What the image installs from Debian (openssl makes the self-signed TLS certificate).
+ASTERISK_PACKAGES = {
+    "asterisk",
+    "asterisk-modules",
+    "asterisk-core-sounds-en-wav",
+    "asterisk-core-sounds-ru-wav",
+    "asterisk-moh-opsound-wav",
+    "openssl",
+}
+CONTAINER_TMP = "/tmp"  # noqa: S108 (a path inside the containers)
+ASTERISK_PASSWORDS = {
+    # Characters that sed's s||| would otherwise take for its own.
+    "SB_ASTERISK_ARI_PASSWORD": r"ari&pass|word\/x",
+    "SB_ASTERISK_AMI_PASSWORD": "ami-Pass_word",
+}
+
+
+def _asterisk_image() -> Stage:
+    stages = parse_dockerfile(ASTERISK_DOCKERFILE.read_text())
+    assert len(stages) == 1, "the Asterisk image has one stage"
+    return stages[0]
+
+
+def _asterisk_image_env() -> dict[str, str]:
+    return dict(
+        word.split("=", 1)
+        for i in _asterisk_image().instructions
+        if i.keyword == "ENV"
+        for word in shlex.split(i.args)
+    )
+
+
+def _entrypoint_variables() -> set[str]:
+    """The SB_ASTERISK_* variables the image's entrypoint reads."""
+    return set(re.findall(r"\bSB_ASTERISK_[A-Z_]+\b", ASTERISK_ENTRYPOINT.read_text()))
+
+
+def _asterisk_setting(environment: dict[str, str], variable: str) -> str:
+    """SB_ASTERISK_<...> as the entrypoint sees it: the value given, else its ${VAR:-default}."""
+    if environment.get(variable):
+        return environment[variable]
+    defaults = set(re.findall(rf"\$\{{{variable}:-([^}}]*)\}}", ASTERISK_ENTRYPOINT.read_text()))
+    assert len(defaults) == 1, f"the entrypoint has no single default for {variable}: {defaults}"
+    return defaults.pop()
+
+
+def _callflow_setting(environment: dict[str, str], name: str) -> str:
+    """SB_CALLFLOW_<NAME> as the service sees it: the value given, else the Settings default."""
+    variable = f"SB_CALLFLOW_{name.upper()}"
+    if variable in environment:
+        return environment[variable]
+    _, fields = _settings_fields("callflow")
+    default = fields[name].default
+    return str(default.get_secret_value() if hasattr(default, "get_secret_value") else default)
+
+
+def _used_placeholders() -> set[str]:
+    return {
+        name
+        for template in ASTERISK_TEMPLATES.glob("*.conf")
+        for name in local_asterisk.PLACEHOLDER.findall(template.read_text())
+    }
+
+
+def _conf(text: str) -> dict[str, dict[str, list[str]]]:
+    """An Asterisk configuration file: section -> key -> values (in order)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("[") and "]" in line:
+            current = sections.setdefault(line[1 : line.index("]")], {})
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            current.setdefault(key.strip().rstrip(">").strip(), []).append(value.lstrip(">").strip())
+    return sections
+
+
+def _run_entrypoint(
+    tmp_path: Path, environment: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The entrypoint under plain sh, with the repository's templates, a home in ``tmp_path``
+    and a stand-in ``asterisk`` that writes its arguments to ``tmp_path/asterisk.args``."""
+    sh = shutil.which("sh")
+    assert sh, "no sh"
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir(exist_ok=True)
+    stub = stub_dir / "asterisk"
+    stub.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > '{tmp_path / 'asterisk.args'}'\n")
+    stub.chmod(0o755)
+    env = {
+        "PATH": f"{stub_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "SB_ASTERISK_TEMPLATES": str(ASTERISK_TEMPLATES),
+        "SB_ASTERISK_HOME": str(tmp_path / "home"),
+        **environment,
+    }
+    return subprocess.run(
+        [sh, str(ASTERISK_ENTRYPOINT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_asterisk_image_installs_debian_asterisk_and_runs_the_entrypoint() -> None:
+    image = _asterisk_image()
+    assert image.image == "debian:sid-slim", "Asterisk 22 is in Debian sid (as in scripts/asterisk.py)"
+    instructions = image.instructions
+    installs = [i for i in instructions if i.keyword == "RUN" and "apt-get install" in i.args]
+    assert len(installs) == 1
+    install = installs[0]
+    words = set(install.args.split())
+    assert "apt-get update" in install.args and "rm -rf /var/lib/apt/lists/*" in install.args
+    assert "--no-install-recommends" in words
+    assert words >= ASTERISK_PACKAGES, f"not installed: {sorted(ASTERISK_PACKAGES - words)}"
+    # The Asterisk of the local runs and the tests (scripts/asterisk.py) comes from the same packages.
+    local = {package for package in local_asterisk.PACKAGES if package.startswith("asterisk")}
+    assert local <= words, f"scripts/asterisk.py installs {sorted(local - words)}, the image does not"
+    # The package creates its user only when missing: it is made first, with the numeric USER.
+    user = image.get("USER")
+    assert user is not None
+    uid, _, gid = user.args.partition(":")
+    useradds = [i for i in instructions if i.keyword == "RUN" and "useradd" in i.args]
+    assert useradds, "no user is created before the package"
+    assert re.search(rf"useradd .*--uid {uid} .*\basterisk$", useradds[0].args)
+    assert f"--gid {gid or uid}" in useradds[0].args
+    assert instructions.index(useradds[0]) < instructions.index(install)
+    # Templates where the entrypoint reads them; the entrypoint is the image's.
+    env = _asterisk_image_env()
+    copies = {}
+    for instruction in (i for i in instructions if i.keyword == "COPY"):
+        words_ = [w for w in shlex.split(instruction.args) if not w.startswith("--")]
+        copies[words_[0]] = (words_[-1], instruction.args)
+    assert copies["etc"][0] == env["SB_ASTERISK_TEMPLATES"]
+    entrypoint = image.get("ENTRYPOINT")
+    assert entrypoint is not None
+    target, args = copies["entrypoint.sh"]
+    assert json.loads(entrypoint.args) == [target]
+    assert "--chmod=0755" in args or os.access(ASTERISK_ENTRYPOINT, os.X_OK)
+    # Its home (rendered configuration, state, keys) exists and belongs to the user.
+    home = env["SB_ASTERISK_HOME"]
+    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    owned = [m.group(1) for run in runs for m in re.finditer(rf"chown -R {uid}:{gid or uid} (\S+)", run)]
+    assert any(home == path or home.startswith(path.rstrip("/") + "/") for path in owned), (
+        f"{home} is not given to {uid}"
+    )
+    assert any("mkdir -p" in run and home in run for run in runs)
+    # Health: Asterisk's control socket, found through the rendered asterisk.conf.
+    healthcheck = image.get("HEALTHCHECK")
+    assert healthcheck is not None
+    assert re.search(r'asterisk -C "\$SB_ASTERISK_HOME/etc/asterisk.conf" -rx ', healthcheck.args)
+    expose = image.get("EXPOSE")
+    assert expose is not None
+    assert {"5060/udp", "5060/tcp", "5061/tcp"} <= set(expose.args.split())
+
+
+def test_entrypoint_renders_every_placeholder(tmp_path: Path) -> None:
+    out = tmp_path / "etc"
+    result = _run_entrypoint(
+        tmp_path,
+        {
+            **ASTERISK_PASSWORDS,
+            "SB_ASTERISK_EXTERNAL_ADDRESS": "203.0.113.5",
+            "SB_ASTERISK_LOCAL_NET": "10.0.0.0/8, 192.168.0.0/16",
+        },
+        "render",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    templates = sorted(ASTERISK_TEMPLATES.glob("*.conf"))
+    assert templates and _used_placeholders()
+    assert sorted(path.name for path in out.iterdir()) == [template.name for template in templates]
+    for template in templates:
+        text = template.read_text()
+        rendered = (out / template.name).read_text()
+        assert not local_asterisk.PLACEHOLDER.search(rendered), f"{template.name}: a placeholder is left"
+        # "%%{" stays only where the template has it outside a placeholder (a comment).
+        assert rendered.count("%%{") == local_asterisk.PLACEHOLDER.sub("", text).count("%%{"), template.name
+    conf = {path.name: _conf(path.read_text()) for path in out.iterdir()}
+    assert conf["ari.conf"]["switchboard"]["password"] == [ASTERISK_PASSWORDS["SB_ASTERISK_ARI_PASSWORD"]]
+    assert conf["manager.conf"]["switchboard"]["secret"] == [ASTERISK_PASSWORDS["SB_ASTERISK_AMI_PASSWORD"]]
+    assert conf["asterisk.conf"]["directories"]["astetcdir"] == [f"{tmp_path / 'home'}/etc"]
+    assert conf["http.conf"]["general"] == {
+        "enabled": ["yes"],
+        "bindaddr": ["127.0.0.1"],
+        "bindport": ["8088"],
+    }
+    assert conf["manager.conf"]["switchboard"]["permit"] == ["127.0.0.1/255.255.255.255"]
+    for transport in ("transport-udp", "transport-tcp", "transport-tls"):
+        section = conf["pjsip.conf"][transport]
+        assert section["external_media_address"] == ["203.0.113.5"]
+        assert section["external_signaling_address"] == ["203.0.113.5"]
+        assert section["local_net"] == ["10.0.0.0/8", "192.168.0.0/16"]
+    assert conf["pjsip.conf"]["transport-udp"]["bind"] == ["0.0.0.0:5060"]
+    assert conf["pjsip.conf"]["transport-tls"]["bind"] == ["0.0.0.0:5061"]
+
+
+def test_entrypoint_renders_as_scripts_asterisk_does(tmp_path: Path) -> None:
+    """The image and the local runs fill the same placeholders with the same meaning: the
+    entrypoint's output equals scripts/asterisk.py's render for the same instance."""
+    home = tmp_path / "home"
+    instance = local_asterisk.Instance(
+        "image",
+        sip_port=15060,
+        tls_port=15061,
+        ari_port=18088,
+        ami_port=15038,
+        rtp_start=30000,
+        rtp_end=30199,
+        bind_address="0.0.0.0",
+        sip_bind="192.0.2.10",
+        ari_password=ASTERISK_PASSWORDS["SB_ASTERISK_ARI_PASSWORD"],
+        ami_password=ASTERISK_PASSWORDS["SB_ASTERISK_AMI_PASSWORD"],
+        language="en",
+        external_address="198.51.100.7",
+        local_net="172.16.0.0/12",
+    )
+    values = {
+        **instance.values(),
+        # Paths are the image's, not the root's.
+        "etc_dir": f"{home}/etc",
+        "state_dir": f"{home}/state",
+        "tls_cert": "/etc/switchboard/sip-tls/tls.crt",
+        "tls_key": "/etc/switchboard/sip-tls/tls.key",
+    }
+    assert _used_placeholders() <= values.keys()
+    result = _run_entrypoint(
+        tmp_path,
+        {
+            **ASTERISK_PASSWORDS,
+            "SB_ASTERISK_SIP_PORT": str(instance.sip_port),
+            "SB_ASTERISK_TLS_PORT": str(instance.tls_port),
+            "SB_ASTERISK_ARI_PORT": str(instance.ari_port),
+            "SB_ASTERISK_AMI_PORT": str(instance.ami_port),
+            "SB_ASTERISK_RTP_START": str(instance.rtp_start),
+            "SB_ASTERISK_RTP_END": str(instance.rtp_end),
+            "SB_ASTERISK_BIND_ADDRESS": instance.bind_address,
+            "SB_ASTERISK_SIP_BIND": instance.sip_bind,
+            "SB_ASTERISK_LANGUAGE": instance.language,
+            "SB_ASTERISK_EXTERNAL_ADDRESS": str(instance.external_address),
+            "SB_ASTERISK_LOCAL_NET": instance.local_net,
+            "SB_ASTERISK_TLS_CERT": values["tls_cert"],
+            "SB_ASTERISK_TLS_KEY": values["tls_key"],
+        },
+        "render",
+        str(tmp_path / "etc"),
+    )
+    assert result.returncode == 0, result.stderr
+
+    def lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip()]
+
+    for template in sorted(ASTERISK_TEMPLATES.glob("*.conf")):
+        expected = local_asterisk.render(template.read_text(), values)
+        assert lines((tmp_path / "etc" / template.name).read_text()) == lines(expected), template.name
+
+
+def test_entrypoint_without_external_address_writes_no_nat_options(tmp_path: Path) -> None:
+    result = _run_entrypoint(tmp_path, ASTERISK_PASSWORDS, "render", str(tmp_path / "etc"))
+    assert result.returncode == 0, result.stderr
+    pjsip = (tmp_path / "etc" / "pjsip.conf").read_text()
+    assert "external_" not in pjsip
+    assert "local_net" not in pjsip
+
+
+def test_entrypoint_refuses_a_missing_password_or_value(tmp_path: Path) -> None:
+    result = _run_entrypoint(
+        tmp_path,
+        {"SB_ASTERISK_AMI_PASSWORD": ASTERISK_PASSWORDS["SB_ASTERISK_AMI_PASSWORD"]},
+        "render",
+        str(tmp_path / "a"),
+    )
+    assert result.returncode != 0
+    assert "SB_ASTERISK_ARI_PASSWORD" in result.stderr
+    # A placeholder the entrypoint does not know stops it (it would reach Asterisk as text).
+    templates = tmp_path / "templates"
+    shutil.copytree(ASTERISK_TEMPLATES, templates)
+    with (templates / "rtp.conf").open("a") as file:
+        file.write("strictrtp = %%{no_such_value}\n")
+    result = _run_entrypoint(
+        tmp_path,
+        {**ASTERISK_PASSWORDS, "SB_ASTERISK_TEMPLATES": str(templates)},
+        "render",
+        str(tmp_path / "b"),
+    )
+    assert result.returncode != 0
+    assert "no_such_value" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_entrypoint_makes_a_certificate_and_runs_asterisk_in_front(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    home = tmp_path / "home"
+    environment = {**ASTERISK_PASSWORDS, "SB_ASTERISK_EXTERNAL_ADDRESS": "203.0.113.5"}
+    result = _run_entrypoint(tmp_path, environment)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "asterisk.args").read_text().split("\n")[:4] == [
+        "-f",
+        "-n",
+        "-C",
+        f"{home}/etc/asterisk.conf",
+    ]
+    for sub in ("state/spool", "state/run", "state/log", "state/keys"):
+        assert (home / sub).is_dir(), sub
+    cert, key = home / "keys" / "sip.crt", home / "keys" / "sip.key"
+    assert key.stat().st_mode & 0o077 == 0, "the private key is readable by others"
+    certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["203.0.113.5"]
+    pjsip = _conf((home / "etc" / "pjsip.conf").read_text())["transport-tls"]
+    assert pjsip["cert_file"] == [str(cert)]
+    assert pjsip["priv_key_file"] == [str(key)]
+    # A certificate named but not there (an optional Secret that is absent): the one made
+    # before, kept across restarts.
+    made = cert.read_bytes()
+    missing = {"SB_ASTERISK_TLS_CERT": "/nonexistent/tls.crt", "SB_ASTERISK_TLS_KEY": "/nonexistent/tls.key"}
+    result = _run_entrypoint(tmp_path, {**environment, **missing})
+    assert result.returncode == 0, result.stderr
+    assert cert.read_bytes() == made
+    assert _conf((home / "etc" / "pjsip.conf").read_text())["transport-tls"]["cert_file"] == [str(cert)]
+    # A mounted certificate is used as it is.
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    shutil.copy(cert, mounted / "tls.crt")
+    shutil.copy(key, mounted / "tls.key")
+    given = {
+        "SB_ASTERISK_TLS_CERT": str(mounted / "tls.crt"),
+        "SB_ASTERISK_TLS_KEY": str(mounted / "tls.key"),
+    }
+    result = _run_entrypoint(tmp_path, {**environment, **given})
+    assert result.returncode == 0, result.stderr
+    pjsip = _conf((home / "etc" / "pjsip.conf").read_text())["transport-tls"]
+    assert pjsip["cert_file"] == [given["SB_ASTERISK_TLS_CERT"]]
+    assert pjsip["priv_key_file"] == [given["SB_ASTERISK_TLS_KEY"]]
+
+
+def _published(service: dict[str, Any]) -> set[str]:
+    """The container side of a compose service's published ports, as ``PORT[-END]/protocol``."""
+    published = set()
+    for port in service.get("ports", []):
+        assert isinstance(port, str), f"use the short syntax for {port}"
+        target = port.rsplit(":", 1)[-1]
+        published.add(target if "/" in target else f"{target}/tcp")
+    return published
+
+
+def test_compose_wires_callflow_to_asterisk(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    asterisk, callflow = services["asterisk"], services["callflow"]
+    asterisk_env, callflow_env = _compose_environment(asterisk), _compose_environment(callflow)
+    assert (ROOT / asterisk["build"]["context"]).resolve() == ASTERISK_DIR
+    # Every variable set is one the entrypoint or the call-flow service reads.
+    unknown = {v for v in asterisk_env if v.startswith("SB_ASTERISK_")} - _entrypoint_variables()
+    assert not unknown, f"compose asterisk sets {sorted(unknown)}, which the entrypoint does not read"
+    assert not _unknown_settings("callflow", list(callflow_env), "compose callflow")
+    # ARI and AMI: the asterisk service, on its ports, reachable from another container.
+    assert _asterisk_setting(asterisk_env, "SB_ASTERISK_BIND_ADDRESS") == "0.0.0.0", (
+        "ARI and AMI on loopback are out of the call-flow container's reach"
+    )
+    ari = urlsplit(_callflow_setting(callflow_env, "ari_url"))
+    assert (ari.hostname, ari.port) == (
+        "asterisk",
+        int(_asterisk_setting(asterisk_env, "SB_ASTERISK_ARI_PORT")),
+    )
+    assert _callflow_setting(callflow_env, "ami_host") == "asterisk"
+    assert int(_callflow_setting(callflow_env, "ami_port")) == int(
+        _asterisk_setting(asterisk_env, "SB_ASTERISK_AMI_PORT")
+    )
+    for kind in ("ari", "ami"):
+        upper = kind.upper()
+        assert _callflow_setting(callflow_env, f"{kind}_user") == _asterisk_setting(
+            asterisk_env, f"SB_ASTERISK_{upper}_USER"
+        )
+        variable = _required_variable(asterisk_env[f"SB_ASTERISK_{upper}_PASSWORD"])
+        assert variable, f"Asterisk's {upper} password is not a required variable"
+        assert _required_variable(callflow_env[f"SB_CALLFLOW_{upper}_PASSWORD"]) == variable, (
+            f"the call-flow service's {upper} password and Asterisk's come from different variables"
+        )
+    assert _callflow_setting(callflow_env, "ari_app") == _asterisk_setting(
+        asterisk_env, "SB_ASTERISK_ARI_APP"
+    )
+    assert _callflow_setting(callflow_env, "nats_url") == "nats://nats:4222"
+    for dependency in ("nats", "asterisk"):
+        assert callflow["depends_on"][dependency]["condition"] == "service_healthy"
+    # Sound files: one named volume, at the path each side uses.
+    sounds = callflow_env.get("SB_CALLFLOW_SOUNDS_DIR", _dockerfile_env("callflow")["SB_CALLFLOW_SOUNDS_DIR"])
+    asterisk_sounds = callflow_env.get("SB_CALLFLOW_ASTERISK_SOUNDS_DIR") or sounds
+    volume = _compose_mounts(callflow).get(sounds)
+    assert volume in compose.get("volumes", {}), f"{sounds} is not on a named volume"
+    assert _compose_mounts(asterisk).get(asterisk_sounds) == volume, (
+        f"Asterisk does not see the call-flow service's sound files at {asterisk_sounds}"
+    )
+    assert callflow.get("read_only") is True
+    assert sounds in _compose_writable_paths(callflow)
+    # Asterisk: read-only root filesystem, its home and /tmp writable.
+    assert asterisk.get("read_only") is True
+    writable = _compose_writable_paths(asterisk)
+    assert {_asterisk_image_env()["SB_ASTERISK_HOME"], CONTAINER_TMP} <= writable
+    # SIP (UDP, TCP), TLS and the RTP range published; ARI and AMI not.
+    published = _published(asterisk)
+    sip = _asterisk_setting(asterisk_env, "SB_ASTERISK_SIP_PORT")
+    tls = _asterisk_setting(asterisk_env, "SB_ASTERISK_TLS_PORT")
+    rtp = "{}-{}/udp".format(
+        _asterisk_setting(asterisk_env, "SB_ASTERISK_RTP_START"),
+        _asterisk_setting(asterisk_env, "SB_ASTERISK_RTP_END"),
+    )
+    assert {f"{sip}/udp", f"{sip}/tcp", f"{tls}/tcp", rtp} <= published, published
+    for variable in ("SB_ASTERISK_ARI_PORT", "SB_ASTERISK_AMI_PORT"):
+        assert f"{_asterisk_setting(asterisk_env, variable)}/tcp" not in published
+    # Behind Docker's NAT, Asterisk must know the address phones reach.
+    assert _required_variable(asterisk_env["SB_ASTERISK_EXTERNAL_ADDRESS"])
+
+
+def _telephony_pod(manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    deployment = _find(manifests, "Deployment", "callflow")
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"asterisk", "callflow"}
+    return deployment, containers["asterisk"], containers["callflow"]
+
+
+def _declared_port(container: dict[str, Any], port: str | int, protocol: str) -> int:
+    for declared in container.get("ports", []):
+        if (
+            port in (declared.get("name"), declared["containerPort"])
+            and declared.get("protocol", "TCP") == protocol
+        ):
+            return int(declared["containerPort"])
+    raise AssertionError(f"container {container['name']} has no {protocol} port {port}")
+
+
+def test_k8s_runs_asterisk_and_callflow_in_one_pod(manifests: list[dict[str, Any]]) -> None:
+    deployment, asterisk, callflow = _telephony_pod(manifests)
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    assert spec["replicas"] == 1, "one Asterisk with its call-flow service"
+    assert spec["strategy"]["type"] == "Recreate"
+    assert not pod.get("hostNetwork", False)
+    assert asterisk["image"].startswith("switchboard/asterisk:")
+    assert callflow["image"].startswith("switchboard/callflow:")
+    asterisk_env, callflow_env = _env_values(manifests, asterisk), _env_values(manifests, callflow)
+    unknown = {v for v in asterisk_env if v.startswith("SB_ASTERISK_")} - _entrypoint_variables()
+    assert not unknown, f"the asterisk container sets {sorted(unknown)}, which the entrypoint does not read"
+    assert not _unknown_settings("callflow", list(callflow_env), "k8s callflow")
+    # ARI and AMI on the Pod's loopback, reached there by the call-flow container.
+    assert _asterisk_setting(asterisk_env, "SB_ASTERISK_BIND_ADDRESS") == "127.0.0.1"
+    ari = urlsplit(_callflow_setting(callflow_env, "ari_url"))
+    assert (ari.hostname, ari.port) == (
+        "127.0.0.1",
+        int(_asterisk_setting(asterisk_env, "SB_ASTERISK_ARI_PORT")),
+    )
+    assert _callflow_setting(callflow_env, "ami_host") == "127.0.0.1"
+    assert int(_callflow_setting(callflow_env, "ami_port")) == int(
+        _asterisk_setting(asterisk_env, "SB_ASTERISK_AMI_PORT")
+    )
+    for kind in ("ari", "ami"):
+        upper = kind.upper()
+        assert _callflow_setting(callflow_env, f"{kind}_user") == _asterisk_setting(
+            asterisk_env, f"SB_ASTERISK_{upper}_USER"
+        )
+        password = asterisk_env[f"SB_ASTERISK_{upper}_PASSWORD"]
+        assert password.startswith("secret:"), f"Asterisk's {upper} password is not from a Secret"
+        assert callflow_env[f"SB_CALLFLOW_{upper}_PASSWORD"] == password
+    assert _callflow_setting(callflow_env, "ari_app") == _asterisk_setting(
+        asterisk_env, "SB_ASTERISK_ARI_APP"
+    )
+    assert callflow_env["SB_CALLFLOW_NATS_URL"] == "nats://nats:4222"
+    # The call-flow service's probes; the Pod is ready when its /readyz is.
+    assert callflow_env["SB_CALLFLOW_HTTP_HOST"] == "0.0.0.0"
+    http = _container_port(callflow, "http")
+    assert int(callflow_env["SB_CALLFLOW_HTTP_PORT"]) == http
+    readiness = callflow["readinessProbe"]["httpGet"]
+    assert readiness["path"] == "/readyz"
+    assert _container_port(callflow, readiness["port"]) == http
+    # Sound files: one emptyDir, at the path each side uses.
+    sounds = callflow_env.get("SB_CALLFLOW_SOUNDS_DIR", _dockerfile_env("callflow")["SB_CALLFLOW_SOUNDS_DIR"])
+    asterisk_sounds = callflow_env.get("SB_CALLFLOW_ASTERISK_SOUNDS_DIR") or sounds
+    volume = _mounted_volume(deployment, callflow, sounds)
+    assert volume is not None and "emptyDir" in volume, f"{sounds} is not on an emptyDir"
+    assert _mounted_volume(deployment, asterisk, asterisk_sounds) == volume, (
+        f"Asterisk does not see the call-flow service's sound files at {asterisk_sounds}"
+    )
+    # Asterisk's home and /tmp writable (read-only root filesystem); its probes ask its control
+    # socket through the asterisk.conf rendered there.
+    home = _asterisk_image_env()["SB_ASTERISK_HOME"]
+    for path in (home, CONTAINER_TMP):
+        assert "emptyDir" in (_mounted_volume(deployment, asterisk, path) or {}), f"{path} is not writable"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        command = asterisk[probe]["exec"]["command"]
+        assert command[0] == "asterisk" and "-rx" in command, probe
+        assert command[command.index("-C") + 1] == f"{home}/etc/asterisk.conf", probe
+    # SIP over TLS: a certificate from an optional Secret (the entrypoint makes one without it).
+    for variable in ("SB_ASTERISK_TLS_CERT", "SB_ASTERISK_TLS_KEY"):
+        secret = (_mounted_volume(deployment, asterisk, asterisk_env[variable]) or {}).get("secret")
+        assert secret and secret.get("optional") is True, f"{variable} is not in an optional Secret"
+
+
+def test_k8s_sip_service_reaches_asterisk(manifests: list[dict[str, Any]]) -> None:
+    deployment, asterisk, _ = _telephony_pod(manifests)
+    service = _find(manifests, "Service", "sip")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    env = _env_values(manifests, asterisk)
+    sip = int(_asterisk_setting(env, "SB_ASTERISK_SIP_PORT"))
+    tls = int(_asterisk_setting(env, "SB_ASTERISK_TLS_PORT"))
+    reached = {
+        (port.get("protocol", "TCP"), port["port"]): _declared_port(
+            asterisk, port.get("targetPort", port["port"]), port.get("protocol", "TCP")
+        )
+        for port in service["spec"]["ports"]
+    }
+    assert reached == {("UDP", 5060): sip, ("TCP", 5060): sip, ("TCP", 5061): tls}

@@ -4,11 +4,13 @@ tenant's trunk, calls from the trunk by DID, and two tenants with the same numbe
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.conftest import PASSWORD, Telephony, TenantApi, tenant_api
-from tests.telephony.helpers import AriProbe, Caller, channel_of
+from tests.telephony.helpers import AriProbe, Caller
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,9 +64,21 @@ async def test_busy_and_unregistered_targets(
     assert any(leg["called_account"] == "105" and leg["disposition"] == "answered" for leg in legs)
 
 
-async def _wait_unregistered(tenant: TenantApi, number: str) -> None:
-    import asyncio
+async def wait_endpoint(probe: AriProbe, endpoint: str, present: bool = True) -> None:
+    """Until callflow has (or no longer has) put ``endpoint`` on Asterisk."""
+    for _ in range(100):
+        try:
+            await probe.rest("GET", f"/endpoints/PJSIP/{endpoint}")
+            found = True
+        except AssertionError:
+            found = False
+        if found == present:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"endpoint {endpoint} {'missing' if present else 'still there'}")
 
+
+async def _wait_unregistered(tenant: TenantApi, number: str) -> None:
     for _ in range(50):
         listed = (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}/employees")).json()["items"]
         if any(e["number"] == number and e["registered"] is False for e in listed):
@@ -102,63 +116,48 @@ async def test_forwarding_loop_ends_the_call(tenant: TenantApi, probe: AriProbe)
     assert all(leg["disposition"] != "answered" for leg in legs)
 
 
-async def test_mobile_through_the_trunk_and_back_in_by_did(
-    telephony: Telephony, phones: PhoneFactory, probe: AriProbe
+async def test_an_external_number_without_a_trunk_is_refused_and_recorded_as_failed(
+    tenant: TenantApi, probe: AriProbe
 ) -> None:
-    """The provider is Asterisk itself: the trunk points at its own SIP port, so the call
-    leaves through ``trunk-<tenant>`` and comes back in as a call from the provider, routed by
-    the DID through the incoming routes."""
-    sip_port = telephony.asterisk.sip_port
+    await tenant.employee("101")
+    caller = await Caller(probe, f"101@{tenant.domain}", "101").call("84951112233")
+    await caller.wait_hung_up(10)
+    failed = [leg for group in await tenant.calls("84951112233", legs=1) for leg in group["legs"]]
+    assert failed[0]["disposition"] == "failed"
+    assert failed[0]["caller_account"] == "101"
+
+
+async def test_the_trunk_is_provisioned_with_identify_and_removed(
+    telephony: Telephony, probe: AriProbe
+) -> None:
     async with tenant_api(telephony) as tenant:
-        await tenant.employee("101")
-        await tenant.employee("103")
-        await tenant.employee("102", mobile="+74950000777", routing={"ring_time": 3})
+        revision = (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}")).json()["revision"]
+        trunk = {"host": "127.0.0.1", "port": 5999, "username": "acc1", "password": "Pr0vider-pass"}
         response = await tenant.client.patch(
-            f"/v1/tenants/{tenant.tenant_id}",
-            json={
-                "revision": (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}")).json()["revision"],
-                "settings": {
-                    "trunk": {
-                        "host": "127.0.0.1",
-                        "port": sip_port,
-                        "username": "acc1",
-                        "password": "Pr0vider-pass",
-                    },
-                    "incoming": {"routes": [{"did": "74950000777", "target": "103"}]},
-                },
-            },
+            f"/v1/tenants/{tenant.tenant_id}", json={"revision": revision, "settings": {"trunk": trunk}}
         )
         assert response.status_code == 200, response.text
-        carol = await phones.phone("103", tenant.domain, PASSWORD, auto_answer=True)
-        mark = probe.mark()
-        caller = await Caller(probe, f"101@{tenant.domain}", "101").call("102")
-        await carol.wait_established(15)  # 102 unregistered -> mobile -> trunk -> DID -> 103
-        trunk_call = await probe.wait(
-            lambda e: (
-                e.get("type") == "ChannelDialplan"
-                and e.get("dialplan_app") == "Stasis"
-                and channel_of(e)["dialplan"]["context"] == "sb-trunk"
-            ),
-            5,
-            mark,
-        )  # the provider's call entered the trunk context ...
-        assert channel_of(trunk_call)["dialplan"]["exten"] == "74950000777"  # ... with the DID
-        assert channel_of(trunk_call)["name"].startswith(f"PJSIP/trunk-{tenant.tenant_id}-")
-        await caller.hangup()
-        await carol.wait_closed()
-        legs = legs_of(await tenant.calls("74950000777", legs=2))
-        assert {leg["called_number"] for leg in legs} >= {"74950000777"}
-        # no trunk: an external number is refused and recorded as failed
-        tenant_now = (await tenant.client.get(f"/v1/tenants/{tenant.tenant_id}")).json()
+        endpoint = f"trunk-{tenant.tenant_id}"
+        await wait_endpoint(probe, endpoint)
+        identify = None
+        for _ in range(50):  # the identify is put right after the endpoint
+            try:
+                identify = await probe.rest("GET", f"/asterisk/config/dynamic/res_pjsip/identify/{endpoint}")
+                break
+            except AssertionError:
+                await asyncio.sleep(0.1)
+        assert identify is not None
+        fields = {item["attribute"]: item["value"] for item in identify}
+        assert fields["endpoint"] == endpoint
+        assert "127.0.0.1" in fields["match"]
+        aor = await probe.rest("GET", f"/asterisk/config/dynamic/res_pjsip/aor/{endpoint}")
+        assert any(item["attribute"] == "contact" and "127.0.0.1:5999" in item["value"] for item in aor)
+        revision = response.json()["revision"]
         response = await tenant.client.patch(
-            f"/v1/tenants/{tenant.tenant_id}",
-            json={"revision": tenant_now["revision"], "settings": {"trunk": None}},
+            f"/v1/tenants/{tenant.tenant_id}", json={"revision": revision, "settings": {"trunk": None}}
         )
         assert response.status_code == 200, response.text
-        caller = await Caller(probe, f"101@{tenant.domain}", "101").call("84951112233")
-        await caller.wait_hung_up(10)
-        failed = legs_of(await tenant.calls("84951112233", legs=1))
-        assert failed[0]["disposition"] == "failed"
+        await wait_endpoint(probe, endpoint, present=False)
 
 
 async def test_two_tenants_with_the_same_numbers_stay_apart(

@@ -85,11 +85,7 @@ async def dial_many(
                     },
                     body={"variables": variables} if variables else None,
                 )
-                await ari.request(
-                    "POST",
-                    f"/channels/{attempt.channel_id}/dial",
-                    {"caller": caller_id, "timeout": max(1, round(ring_time))},
-                )
+                await _dial(ari, attempt.channel_id, caller_id, ring_time)
                 started.append(attempt)
             except AriError as exc:
                 log.info("cannot dial %s: %s", attempt.destination, exc)
@@ -112,6 +108,24 @@ async def dial_many(
                 await hangup(ari, answered.channel_id)
                 result.answered = None
         return result
+
+
+async def _dial(ari: Ari, channel_id: str, caller_id: str, ring_time: float) -> None:
+    """Dial a created channel. It enters the application a moment after ``create``
+    returned; until then Asterisk answers 409 ("not in Stasis")."""
+    for _ in range(100):
+        try:
+            await ari.request(
+                "POST",
+                f"/channels/{channel_id}/dial",
+                {"caller": caller_id, "timeout": max(1, round(ring_time))},
+            )
+            return
+        except AriError as exc:
+            if exc.status != 409:
+                raise
+            await asyncio.sleep(0.02)
+    raise AriError(409, "POST", f"/channels/{channel_id}/dial", "never entered the application")
 
 
 async def _wait_for_answer(
