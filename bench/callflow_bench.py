@@ -21,10 +21,10 @@ Phases:
 
 1. ``routing_latency``: ``--calls`` calls to the IVR, one after the other (after 10 warm-ups).
    For each ``;2`` channel, the time from its entry into the call-flow service's application to
-   the first thing the service does to it (``ChannelStateChange``, ``PlaybackStarted``,
-   ``ChannelDialplan``, ``ChannelHangupRequest``, ``ChannelEnteredBridge`` or ``Dial``; for
-   the IVR it is the answer), both from Asterisk's event ``timestamp`` fields (millisecond
-   resolution). Asterisk sends ``StasisStart`` only to the application the channel enters, so
+   the first thing (by Asterisk's clock) the service does to it (``ChannelStateChange``,
+   ``PlaybackStarted``, ``ChannelDialplan``, ``ChannelHangupRequest``, ``ChannelEnteredBridge``
+   or ``Dial``; for the IVR it is the answer), both from Asterisk's event ``timestamp`` fields
+   (millisecond resolution). Asterisk sends ``StasisStart`` only to the application the channel enters, so
    the entry is the ``ChannelDialplan`` event of ``Stasis(switchboard,...)`` on ``;2`` (the
    ``StasisStart`` follows in the same thread); a ``StasisStart`` is used when one arrives.
    ``reference_event`` says which. The same figure is given for the Stasis calls of phase 2.
@@ -34,8 +34,10 @@ Phases:
    and a wait until the call records of before are consumed by the cdr service (``quiet``).
    Each call is hung up as soon as its ``;1`` half is answered; a slot is free again when both
    halves are destroyed. Calls/s = answered calls / (first originate to last call gone).
-   ``cpu_ms_per_call``: CPU time of each process (Asterisk, callflow, cdr, nats-server and the
-   benchmark itself) over the run, per call.
+   ``cpu_ms_per_call``: CPU time of each process (Asterisk, the services, nats-server, the
+   benchmark itself, and ``others``: the rest of the machine) over the run, per call;
+   ``others_cpu_share`` is the part of the machine's CPU that other jobs took (above about 0.1
+   the figures are disturbed: run it again on an idle machine).
 3. ``hold``: callers into the IVR in steps of ``--step``, ``--concurrency`` at a time, kept.
    After each step and ``--settle`` seconds: both halves of every held call are still Up
    (``GET /channels``), the service's ``/readyz`` answers 200 within 1 s, and a new caller is
@@ -224,6 +226,12 @@ class Watched:
     def per_call_ms(self, before: dict[str, float], calls: int) -> dict[str, float]:
         after = self.cpu()
         return {k: round((after[k] - before[k]) * 1000 / max(1, calls), 2) for k in after}
+
+
+def others_share(cpu_ms_per_call: dict[str, float], calls: int, seconds: float) -> float:
+    """The part of the machine's CPU capacity other processes used during a run (above about
+    0.1 the run was disturbed by another job)."""
+    return round(cpu_ms_per_call["others"] * calls / 1000 / (seconds * (os.cpu_count() or 1)), 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,20 +448,21 @@ def routing_latency(call: Call) -> tuple[float, str, str] | None:
     first action on it, from Asterisk's timestamps; the reference event and the action."""
     started: Event | None = None
     reference = ""
+    actions: list[Event] = []
     for event in call.inner_track.events:
-        kind = event.get("type")
         entry = entered_callflow(event)
         if entry == "StasisStart" or (entry and started is None):
-            started, reference = event, entry
-            continue
-        if started is None:
-            continue
-        if kind in ACTIONS:
-            what = str(kind)
-            if kind == "ChannelStateChange":
-                what += ":" + str(event["channel"].get("state"))
-            return (asterisk_time(event) - asterisk_time(started)) * 1000, reference, what
-    return None
+            started, reference, actions = event, entry, []
+        elif started is not None and event.get("type") in ACTIONS:
+            actions.append(event)
+    if started is None or not actions:
+        return None
+    # the earliest by Asterisk's clock: events of different kinds may arrive out of order
+    first = min(actions, key=asterisk_time)
+    what = str(first.get("type"))
+    if what == "ChannelStateChange":
+        what += ":" + str(first["channel"].get("state"))
+    return (asterisk_time(first) - asterisk_time(started)) * 1000, reference, what
 
 
 def describe(events: list[Event]) -> list[str]:
@@ -511,23 +520,21 @@ async def create_tenant(platform: Platform) -> tuple[str, str]:
         if key.status_code != 201:
             raise BenchError(f"api key: {key.status_code} {key.text}")
     headers = {"Authorization": f"Bearer {key.json()['key']}"}
+    entities: list[tuple[str, dict[str, Any]]] = [
+        ("employees", {"name": "Bench caller", "number": EMPLOYEE, "sip_password": generate_sip_password()}),
+        (
+            "ivr-menus",
+            {
+                "name": "Bench menu",
+                "number": IVR_NUMBER,
+                "timeout": 60,
+                "repeats": 10,
+                "default_target": EMPLOYEE,
+            },
+        ),
+    ]
     async with httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=15) as admin:
-        for kind, body in (
-            (
-                "employees",
-                {"name": "Bench caller", "number": EMPLOYEE, "sip_password": generate_sip_password()},
-            ),
-            (
-                "ivr-menus",
-                {
-                    "name": "Bench menu",
-                    "number": IVR_NUMBER,
-                    "timeout": 60,
-                    "repeats": 10,
-                    "default_target": EMPLOYEE,
-                },
-            ),
-        ):
+        for kind, body in entities:
             response = await admin.post(f"/v1/tenants/{tenant_id}/{kind}", json=body)
             if response.status_code != 201:
                 raise BenchError(f"{kind}: {response.status_code} {response.text}")
@@ -616,7 +623,8 @@ async def phase_latency(probe: Probe, calls: int, watched: Watched) -> dict[str,
         if call.error:
             errors[call.error] += 1
     seconds = time.perf_counter() - began
-    result = {
+    cpu_ms = watched.per_call_ms(cpu, calls)
+    result: dict[str, Any] = {
         "what": "entry of ;2 into Stasis(switchboard) to the first action on it, Asterisk timestamps",
         "calls": calls,
         "measured": len(latencies),
@@ -626,7 +634,8 @@ async def phase_latency(probe: Probe, calls: int, watched: Watched) -> dict[str,
         "example_inner_events": example,
         "errors": dict(errors),
         "seconds": round(seconds, 2),
-        "cpu_ms_per_call": watched.per_call_ms(cpu, calls),
+        "cpu_ms_per_call": cpu_ms,
+        "others_cpu_share": others_share(cpu_ms, calls, seconds),
     }
     say(f"routing latency: {result['ms']}")
     return result
@@ -648,15 +657,17 @@ async def run_calls(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - began
     answered = [c for c in done if c.answered_after is not None]
+    setup_ms = [c.answered_after * 1000 for c in done if c.answered_after is not None]
     result: dict[str, Any] = {
         "calls": calls,
         "answered": len(answered),
         "errors": dict(Counter(c.error for c in done if c.error)),
         "seconds": round(seconds, 3),
         "calls_per_s": round(len(answered) / seconds, 1),
-        "originate_to_answer_ms": distribution([c.answered_after * 1000 for c in answered]),  # type: ignore[operator]
+        "originate_to_answer_ms": distribution(setup_ms),
         "cpu_ms_per_call": watched.per_call_ms(cpu, calls),
     }
+    result["others_cpu_share"] = others_share(result["cpu_ms_per_call"], calls, seconds)
     routed = [m for m in (routing_latency(c) for c in done) if m is not None]
     if routed:
         result["routing_latency_ms"] = distribution([m[0] for m in routed])
@@ -679,7 +690,10 @@ async def phase_rate(
         say(f"set-up rate, {mode}: {calls} calls, {concurrency} at a time (waited {before['waited_s']} s)")
         measured = await run_calls(probe, calls, concurrency, number, context, watched)
         result[mode] = {"what": what, **measured, "quiet_before": before}
-        say(f"set-up rate, {mode}: {result[mode]['calls_per_s']} calls/s")
+        say(
+            f"set-up rate, {mode}: {result[mode]['calls_per_s']} calls/s "
+            f"(other processes: {result[mode]['others_cpu_share']:.0%} of the CPU)"
+        )
     plain, stasis = result["plain"]["calls_per_s"], result["stasis"]["calls_per_s"]
     result["ratio_stasis_over_plain"] = round(stasis / plain, 3) if plain else None
     return result

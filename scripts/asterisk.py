@@ -135,6 +135,15 @@ def isolated(command: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+def link_prompts() -> None:
+    """Debian names the prompt folders by voice; Asterisk looks for sounds/<language>."""
+    sounds = ROOT_DIR / "usr/share/asterisk/sounds"
+    for language, voice in (("ru", "ru_RU_f_IvrvoiceRU"), ("en", "en_US_f_Allison")):
+        link = sounds / language
+        if (sounds / voice).is_dir() and not link.is_symlink() and not link.exists():
+            link.symlink_to(voice)
+
+
 def asterisk_version() -> str:
     result = subprocess.run(
         ["chroot", str(ROOT_DIR), "/usr/sbin/asterisk", "-V"], capture_output=True, text=True, check=True
@@ -256,6 +265,8 @@ class Instance:
         }
 
     def render(self, out: Path | None = None) -> Path:
+        if out is None:
+            link_prompts()
         etc = out or self.home / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         values = self.values()
@@ -264,7 +275,7 @@ class Instance:
             target.write_text(render(template.read_text(), values))
             target.chmod(0o600)
         if out is None:
-            for sub in ("state/spool", "state/run", "state/log", "state/keys", "keys"):
+            for sub in ("state/spool/recording", "state/run", "state/log", "state/keys", "keys", "sounds"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
             keys = self.home / "keys"
             if not (keys / "sip.crt").exists():

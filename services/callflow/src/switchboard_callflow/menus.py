@@ -24,7 +24,7 @@ log = logging.getLogger("switchboard.callflow.menus")
 #: Seconds to wait for the next digit once the caller started typing.
 INTER_DIGIT_TIMEOUT = 3.0
 #: Played when a menu has no greeting of its own.
-DEFAULT_GREETING = "sound:please-enter-the"
+DEFAULT_GREETING = "sound:vm-enter-num-to-call"
 
 
 class CallerLeft(Exception):
@@ -38,7 +38,7 @@ def decide(menu: IvrMenu, typed: str, known_number: bool, complete: bool) -> str
     longer = any(d.startswith(typed) and d != typed for d in actions)
     internal = menu.allow_internal_dialing and is_internal_number(typed) and known_number
     could_be_number = menu.allow_internal_dialing and typed.isdigit() and len(typed) < 8
-    if typed in actions and (complete or not longer):
+    if typed in actions and (complete or not (longer or could_be_number)):
         return str(actions[typed])
     if internal and complete:
         return typed
