@@ -326,6 +326,25 @@ class Instance:
             time.sleep(0.1)
         raise TimeoutError(f"asterisk {self.name}: ARI not ready after {timeout} s: {self.tail()}")
 
+    def cli(self, command: str) -> str:
+        """Run an Asterisk CLI command against this instance (through its control socket)."""
+        result = subprocess.run(
+            [
+                "chroot",
+                str(ROOT_DIR),
+                "/usr/sbin/asterisk",
+                "-C",
+                f"{self.home_in_root}/etc/asterisk.conf",
+                "-rx",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return result.stdout
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

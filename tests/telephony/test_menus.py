@@ -14,6 +14,16 @@ from tests.telephony.helpers import AriProbe, Caller, channel_of
 pytestmark = pytest.mark.timeout(90)
 
 
+async def music_on_hold(probe: AriProbe, playing: bool) -> bool:
+    """Asterisk plays a bridge's music on hold through an Announcer/ARI_MOH channel."""
+    for _ in range(50):
+        channels = await asyncio.to_thread(probe.instance.cli, "core show channels concise")
+        if ("Announcer/ARI_MOH" in channels) == playing:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 def legs_of(groups: list[dict]) -> list[dict]:  # type: ignore[type-arg]
     return [leg for group in groups for leg in group["legs"]]
 
@@ -122,6 +132,7 @@ async def test_conference_with_a_pin(tenant: TenantApi, probe: AriProbe) -> None
         first.mark,
     )
     bridge_id = joined["bridge"]["id"]
+    assert await music_on_hold(probe, playing=True)  # alone in the room
     second = await Caller(probe, f"102@{tenant.domain}", "102").call("700")
     await second.wait_answered()
     await probe.wait(lambda e: e.get("type") == "PlaybackStarted", 5, second.mark)
@@ -131,6 +142,7 @@ async def test_conference_with_a_pin(tenant: TenantApi, probe: AriProbe) -> None
         10,
         second.mark,
     )  # both in the room's one mixing bridge: everyone hears everyone
+    assert await music_on_hold(probe, playing=False)  # not any more
     bridge = await probe.rest("GET", f"/bridges/{bridge_id}")
     assert len(bridge["channels"]) == 2
     await first.hangup()
