@@ -3,6 +3,8 @@ endpoint's tenant, never by a header), what was dialled, and where it goes (SPEC
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ class Call:
     answered: bool = False
     hops: int = 0
     visited: list[str] = field(default_factory=list)
+    finished: bool = False
 
     @property
     def tenant_id(self) -> str:
@@ -125,6 +128,7 @@ class CallRouter:
             await self.finish(call, Disposition.FAILED, "congestion")
             return
         call.visited.append(number)
+        call.leg.called_number = call.leg.called_number or number
         if await self.s.features.handle(call, number):
             return
         entity = call.tenant.by_number(number) if is_internal_number(number) else None
@@ -160,16 +164,36 @@ class CallRouter:
         self.s.presence.add(tenant.id, employee.number)
         try:
             await self.s.ari.request("POST", f"/channels/{call.channel_id}/ring")
-            result = await dial_many(
-                self.s.ari,
-                self.s.events,
-                self.s.settings.ari_app,
-                call.channel_id,
-                destinations,
-                routing.ring_time,
-                caller_name=call.leg.caller_name,
-                caller_number=call.leg.caller_number,
+            ringing = self.s.features.ringing_started(call, employee.number)
+            dialling = asyncio.create_task(
+                dial_many(
+                    self.s.ari,
+                    self.s.events,
+                    self.s.settings.ari_app,
+                    call.channel_id,
+                    destinations,
+                    routing.ring_time,
+                    caller_name=call.leg.caller_name,
+                    caller_number=call.leg.caller_number,
+                )
             )
+            try:
+                waiting: set[asyncio.Future[Any]] = {dialling, ringing.picked}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.s.features.ringing_ended(ringing)
+            if ringing.picked.done() and not ringing.picked.cancelled():
+                dialling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dialling
+                picker_id, picker = ringing.picked.result()
+                self.s.publish(leg.record(Disposition.NO_ANSWER))
+                picked = self._dialled_leg(call, picker.number, picker.name, picker.number)
+                picked.leg_id = picker_id
+                await self.s.ari.request("POST", f"/channels/{picker_id}/answer")
+                await self.talk(call, picker_id, picked)
+                return
+            result = dialling.result()
             if result.caller_gone:
                 self.s.publish(leg.record(Disposition.NO_ANSWER))
                 await self.finish(call, Disposition.NO_ANSWER)
@@ -194,11 +218,42 @@ class CallRouter:
         call.leg.called_account = leg.called_account or call.leg.called_account
         call.leg.talking()
         leg.talking()
+        ended = True
         try:
-            await self.s.conversations.run(call, peer_id, leg)
+            ended = await self.s.conversations.run(call, peer_id, leg)
         finally:
-            self.s.publish(leg.record(Disposition.ANSWERED))
-            await self.finish(call, Disposition.ANSWERED)
+            if not leg.published:
+                leg.published = True
+                self.s.publish(leg.record(Disposition.ANSWERED))
+            if ended:
+                await self.finish(call, Disposition.ANSWERED)
+
+    def continued_call(self, call: Call, channel_id: str, leg: Leg) -> Call:
+        """The answered party of ``leg`` going on as a call of its own (after the caller
+        transferred it): same tenant and linkedid, calling as who it is."""
+        new_leg = Leg(
+            call.tenant_id,
+            call.leg.linkedid,
+            f"{channel_id}-transferred",
+            caller_number=leg.called_number,
+            caller_name=leg.called_name,
+            caller_account=leg.called_account,
+            called_number="",
+        )
+        new_leg.answered()
+        return Call(channel_id, call.tenant, new_leg, answered=True)
+
+    async def destinations(self, tenant: TenantConfig, number: str) -> list[str]:
+        """What to ring for ``number`` directly (an employee's phones, or an external number
+        through the trunk): for attended transfers."""
+        employee = tenant.employee(number) if is_internal_number(number) else None
+        if employee is not None:
+            object_id = endpoint_id(employee.number, tenant.tenant.sip_domain)
+            return [f"PJSIP/{object_id}/{uri}" for uri in await self.s.contacts_of(object_id)]
+        trunk = getattr(tenant.tenant.settings, "trunk", None)
+        if trunk is not None and not is_internal_number(number) and number.lstrip("+").isdigit():
+            return [f"PJSIP/{trunk.dial_string(number)}@trunk-{tenant.tenant.id}"]
+        return []
 
     def _dialled_leg(self, call: Call, called: str, name: str, account: str | None) -> Leg:
         return Leg(
@@ -266,9 +321,9 @@ class CallRouter:
 
     async def finish(self, call: Call, disposition: Disposition, reason: str = "normal") -> None:
         """Hang up the caller (if still there) and publish the caller's leg, once."""
-        if getattr(call, "_finished", False):
+        if call.finished:
             return
-        call._finished = True  # type: ignore[attr-defined]
+        call.finished = True
         await hangup(self.s.ari, call.channel_id, reason)
         if call.answered and disposition != Disposition.ANSWERED:
             disposition = Disposition.ANSWERED

@@ -91,7 +91,12 @@ async def dial_many(
                 log.info("cannot dial %s: %s", attempt.destination, exc)
                 attempt.status = "CHANUNAVAIL"
                 await hangup(ari, attempt.channel_id)
-        result = await _wait_for_answer(watch, caller_id, started, ring_time + 5)
+        try:
+            result = await _wait_for_answer(watch, caller_id, started, ring_time + 5)
+        except asyncio.CancelledError:  # picked up elsewhere: stop ringing
+            for attempt in started:
+                await hangup(ari, attempt.channel_id)
+            raise
         result.attempts = attempts
         for attempt in started:
             if attempt is not result.answered and attempt.status != "ANSWER":

@@ -33,6 +33,8 @@ class Leg:
     talk_from: datetime | None = None
     talk_seconds: float = 0.0
     disposition: Disposition | None = None
+    #: its record went out already (a transfer ends a leg before the call ends)
+    published: bool = False
 
     def __post_init__(self) -> None:
         self.start = self.start or utcnow()

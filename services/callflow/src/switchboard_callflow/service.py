@@ -24,6 +24,7 @@ from .menus import Menus
 from .provisioner import Provisioner
 from .provisioning import PjsipObjects, employee_objects, split_endpoint_id
 from .queues import Queues
+from .recorder import Recorder
 from .registry import Presence, Registry
 from .settings import Settings
 from .trunking import trunk_objects
@@ -55,6 +56,7 @@ class CallService:
         self.conversations = Conversations(self)
         self.features = Features(self)
         self.queues = Queues(self)
+        self.recorder = Recorder(self)
         self.calls: set[asyncio.Task[None]] = set()
         #: reads Asterisk's contact table now (AMI); set by the composition root
         self.read_contacts: Callable[[], Awaitable[Contacts]] | None = None
