@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from scripts.asterisk import Instance, build, why_not_runnable
+from tests.media.conftest import SeaweedFS, start_seaweedfs
 from tests.support import Platform, free_port
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.helpers import AriProbe, wait_ready
@@ -71,10 +72,22 @@ def telephony(asterisk: Instance) -> Iterator[Telephony]:
         "SB_CALLFLOW_SOUNDS_DIR": str(sounds),
         "SB_CALLFLOW_ASTERISK_SOUNDS_DIR": f"{asterisk.home_in_root}/sounds",
     }
+    callflow_env["SB_CALLFLOW_RECORDINGS_DIR"] = str(asterisk.home / "state/spool/recording")
     cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
-    platform = Platform(work, cdr_env=cdr_env, request_timeout="5", callflow_env=callflow_env).start()
+    s3: SeaweedFS = start_seaweedfs()
+    media_env = {
+        "SB_MEDIA_S3_ENDPOINT": s3.endpoint,
+        "SB_MEDIA_S3_ACCESS_KEY": s3.access_key,
+        "SB_MEDIA_S3_SECRET_KEY": s3.secret_key,
+        "SB_MEDIA_S3_BUCKET": f"sb-tel-{uuid.uuid4().hex[:8]}",
+        "SB_MEDIA_S3_SECURE": "false",
+    }
+    platform = Platform(
+        work, cdr_env=cdr_env, request_timeout="5", callflow_env=callflow_env, media_env=media_env
+    ).start()
     yield Telephony(platform, asterisk, work)
     platform.stop()
+    s3.cleanup()
     shutil.rmtree(work, ignore_errors=True)
 
 

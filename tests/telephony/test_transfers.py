@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from tests.telephony.baresip import Phone, PhoneFactory
-from tests.telephony.conftest import PASSWORD, TenantApi
+from tests.telephony.conftest import PASSWORD, Telephony, TenantApi, tenant_api
 from tests.telephony.helpers import AriProbe, channel_of
 
 pytestmark = pytest.mark.timeout(90)
@@ -109,3 +109,41 @@ async def test_pickup(tenant: TenantApi, phones: PhoneFactory, code: str) -> Non
     await carol.wait_closed(10)
     legs = legs_of(await tenant.calls("101", legs=2))
     assert any(leg["called_account"] == "103" and leg["disposition"] == "answered" for leg in legs)
+
+
+async def test_answered_calls_are_recorded_and_played_from_history(
+    telephony: Telephony, phones: PhoneFactory
+) -> None:
+    async with tenant_api(telephony, record_calls=True) as tenant:
+        for number in ("101", "102"):
+            await tenant.employee(number)
+        alice = await phones.phone("101", tenant.domain, PASSWORD)
+        bob = await phones.phone("102", tenant.domain, PASSWORD, auto_answer=True)
+        await alice.dial("102")
+        await bob.wait_established(10)
+        await asyncio.sleep(2.5)  # something to record
+        await alice.hangup()
+        await bob.wait_closed()
+        legs = legs_of(await tenant.calls("101 102", legs=2))
+        recorded = [leg for leg in legs if leg["recording_id"]]
+        assert recorded and all(leg["disposition"] == "answered" for leg in recorded)
+        path = f"/v1/tenants/{tenant.tenant_id}/recordings/{recorded[0]['recording_id']}/audio.mp3"
+        for _ in range(100):  # delivered to the media service in the background
+            played = await tenant.client.get(path, headers={"Range": "bytes=0-"})
+            if played.status_code in (200, 206):
+                break
+            await asyncio.sleep(0.2)
+        assert played.status_code in (200, 206), played.text
+        assert played.headers["content-type"] == "audio/mpeg"
+        assert len(played.content) > 1000
+        download = await tenant.client.get(path.replace("/audio.mp3", "/download"))
+        assert download.status_code == 200 and download.content[:3] in (b"ID3", b"\xff\xfb", b"\xff\xf3")
+        # a missed call has no recording
+        await tenant.employee("103", routing={"ring_time": 3})
+        carol = await phones.phone("103", tenant.domain, PASSWORD)
+        await alice.dial("103")
+        await carol.wait_incoming(10)
+        await alice.wait_closed(15)
+        missed = legs_of(await tenant.calls("103", legs=2))
+        assert all(leg["recording_id"] is None for leg in missed)
+        assert any(leg["disposition"] == "no_answer" for leg in missed)

@@ -138,6 +138,10 @@ class EmployeeAdvanced(Model):
         default_factory=list, max_length=32, description="Subnets allowed to register (CIDR)."
     )
     pjsip_extra: str = Field(default="", description="Extra [endpoint]/[aor]/[auth]/[acl] options.")
+    record_calls: bool = Field(
+        default=False,
+        description="Record this employee's answered calls (besides the tenant-wide record_calls).",
+    )
 
     @field_validator("network_filter")
     @classmethod

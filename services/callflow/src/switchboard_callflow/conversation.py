@@ -190,6 +190,7 @@ class Conversations:
                     pair.a = target
                 else:
                     pair.b = target
+                consult_leg.recording_id = pair.recording
                 pair.leg = consult_leg
                 return None
             if is_hangup(event, target):

@@ -17,6 +17,8 @@ from . import events, handlers
 from .adapters.ami import Ami
 from .adapters.ari import Ari
 from .adapters.media import SoundCache
+from .adapters.queue_memory import KvQueueMemoryStore
+from .adapters.recordings import RecordingDelivery
 from .events import BusPublisher, ensure_streams
 from .feed import ConfigFeed
 from .service import CallService
@@ -54,6 +56,13 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
         publish_registration,
     )
     service.read_contacts = ami.contacts
+    recordings = (
+        RecordingDelivery(lambda: broker.connection, os.path.abspath(settings.recordings_dir))
+        if settings.recordings_dir
+        else None
+    )
+    service.recorder.delivery = recordings
+    service.queues.store = KvQueueMemoryStore(lambda: broker.connection)
     handlers.register(broker, service)
     events.document(broker)
     configured = asyncio.Event()
@@ -62,6 +71,9 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
         await connect_with_retry(broker, settings.nats_url)
         nc = broker.connection
         await ensure_streams(nc)
+        if recordings is not None:
+            recordings.resume()
+        background.append(asyncio.create_task(service.queues.load()))
         parts["publisher"] = BusPublisher(nc)
         feed = ConfigFeed(nc, service.directory, service.config_changed)
         parts["feed"] = feed
@@ -78,6 +90,8 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
         for task in background:
             task.cancel()
         await service.stop()
+        if recordings is not None:
+            await recordings.close()
         ami.close()
 
     async def probe() -> tuple[dict[str, bool], dict[str, Any]]:
@@ -90,7 +104,11 @@ def build(settings: Settings | None = None) -> tuple[AsgiFastStream, NatsBroker]
             "provisioned": service.provisioned,
         }
         publisher = parts.get("publisher")
-        return checks, {"calls": len(service.calls), "records_waiting": publisher.backlog if publisher else 0}
+        return checks, {
+            "calls": len(service.calls),
+            "records_waiting": publisher.backlog if publisher else 0,
+            "recordings_waiting": recordings.pending if recordings else 0,
+        }
 
     app = AsgiFastStream(
         broker, on_startup=[startup], on_shutdown=[shutdown], asgi_routes=health_routes(probe)

@@ -37,3 +37,6 @@ class Settings(BaseSettings):
     #: sees it (they differ when Asterisk runs in a root or another container).
     sounds_dir: str = "data/callflow/sounds"
     asterisk_sounds_dir: str = ""
+    #: Where Asterisk writes call recordings (its <spool>/recording) as this service sees
+    #: it; empty: calls are not recorded.
+    recordings_dir: str = ""
