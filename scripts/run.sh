@@ -76,6 +76,8 @@ else
   export SB_CALLFLOW_SOUNDS_DIR="${SB_ASTERISK_ROOT:-$ROOT/.cache/asterisk/root}/srv/switchboard/local/sounds"
   export SB_CALLFLOW_ASTERISK_SOUNDS_DIR=/srv/switchboard/local/sounds
   mkdir -p "$SB_CALLFLOW_SOUNDS_DIR"
+  # call recordings: Asterisk's recording spool of the instance
+  export SB_CALLFLOW_RECORDINGS_DIR="${SB_ASTERISK_ROOT:-$ROOT/.cache/asterisk/root}/srv/switchboard/local/state/spool/recording"
   # honcho reads one Procfile: the platform's and the telephony processes together.
   PROCFILE="$SB_DATA_DIR/Procfile"
   cat "$ROOT/Procfile" "$ROOT/Procfile.telephony" > "$PROCFILE"
