@@ -82,6 +82,8 @@ class CallService:
             self.provisioner.forget()  # a new Asterisk: it holds nothing of ours
             self._asterisk_started = started
         self._resync_wanted.set()
+        # --- call queues: resume callers a previous run left waiting (queues.py) ---
+        self.queues.reconnected()
 
     def on_disconnected(self) -> None:
         self.provisioned = False
