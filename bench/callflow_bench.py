@@ -62,6 +62,7 @@ import platform as platform_info
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -231,7 +232,8 @@ class Watched:
 def others_share(cpu_ms_per_call: dict[str, float], calls: int, seconds: float) -> float:
     """The part of the machine's CPU capacity other processes used during a run (above about
     0.1 the run was disturbed by another job)."""
-    return round(cpu_ms_per_call["others"] * calls / 1000 / (seconds * (os.cpu_count() or 1)), 3)
+    share = cpu_ms_per_call["others"] * calls / 1000 / (seconds * (os.cpu_count() or 1))
+    return round(max(0.0, share), 3)  # clock ticks: a short run can come out a bit below 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,9 +288,10 @@ class Call:
 class Probe:
     """The benchmark's ARI application: one event socket subscribed to all events, and REST."""
 
-    def __init__(self, instance: Instance, origin: str, rest_limit: int) -> None:
+    def __init__(self, instance: Instance, origin: str, rest_limit: int, formats: str) -> None:
         self.instance = instance
         self.origin = origin
+        self.formats = formats
         self.base = f"http://127.0.0.1:{instance.ari_port}/ari"
         self.rest_limit = rest_limit
         self.tracks: dict[str, Track] = {}
@@ -364,6 +367,7 @@ class Probe:
         call = Call(outer, inner, Track(), Track(), time.perf_counter())
         self.tracks[outer] = call.outer_track
         self.tracks[inner] = call.inner_track
+        params = {"formats": self.formats} if self.formats else {}
         try:
             await self.rest(
                 "POST",
@@ -375,6 +379,7 @@ class Probe:
                 otherChannelId=inner,
                 callerId=f'"{EMPLOYEE}" <{EMPLOYEE}>',
                 body={"variables": {"__SB_ORIGIN_ENDPOINT": self.origin}},
+                **params,
             )
         except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
             call.error = f"originate: {exc}"
@@ -859,7 +864,7 @@ async def bench(
     began = time.perf_counter()
     await wait_ready(callflow.base_url)
     _, domain = await create_tenant(platform)
-    probe = Probe(instance, f"{EMPLOYEE}@{domain}", rest_limit=args.concurrency + 10)
+    probe = Probe(instance, f"{EMPLOYEE}@{domain}", rest_limit=args.concurrency + 10, formats=args.formats)
     await probe.start()
     try:
         attempts = await wait_routed(probe)
@@ -910,6 +915,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--min-free-mb", type=int, default=1024, help="stop holding below this free memory (1024)"
     )
     parser.add_argument(
+        "--formats",
+        default="ulaw",
+        help="media formats of the simulated callers, like a G.711 phone (ulaw); '' for Asterisk's "
+        "default, which makes Local channels resample every prompt to the best signed-linear rate",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "bench/results/callflow_default.json"), help="result file"
     )
     args = parser.parse_args(argv)
@@ -918,6 +929,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.max_load is None:
         args.max_load = 3.0 * (os.cpu_count() or 1)
     return args
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured and how many files differed from it."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "changed_files": len(git("status", "--porcelain").splitlines()),
+    }
 
 
 def interrupted(signum: int, frame: Any) -> None:
@@ -946,6 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settle_s": args.settle,
             "max_load": args.max_load,
             "min_free_mb": args.min_free_mb,
+            "caller_formats": args.formats,
             "ivr": {"number": IVR_NUMBER, "greeting": "built-in", "timeout_s": 60, "repeats": 10},
         },
         "machine": {
@@ -956,6 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "system": platform_info.platform(),
             "asterisk": asterisk_version(),
         },
+        "code": code_version(),
         "setup": {},
     }
     work = Path(tempfile.mkdtemp(prefix="sb-callflow-bench-"))
@@ -972,7 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         instance.start()
         output["setup"]["asterisk_start_s"] = round(time.perf_counter() - started, 2)
-        say(f"Asterisk {instance.name} up: ARI {instance.ari_port}")
+        say(f"Asterisk {instance.name} up: ARI {instance.ari_port}, pid {asterisk_pid(instance)}")
         sounds = instance.home / "sounds"
         sounds.mkdir(parents=True, exist_ok=True)
         callflow_env = {
