@@ -531,10 +531,29 @@ class PhoneFactory:
             **options,
         )
         self.phones.append(phone)
+        await self.wait_provisioned(f"{number}@{domain}", timeout)
         await phone.start(timeout)
         if register:
             await phone.wait_registered(timeout)
         return phone
+
+    async def wait_provisioned(self, endpoint: str, timeout: float) -> None:
+        """Until the call-flow service has put the endpoint on Asterisk: a phone that
+        registers before its auth exists gets 401 and baresip waits a long while to retry."""
+        from urllib.parse import quote
+
+        import aiohttp
+
+        url = f"http://127.0.0.1:{self.instance.ari_port}/ari/endpoints/PJSIP/{quote(endpoint, safe='')}"
+        auth = aiohttp.BasicAuth(self.instance.ari_user, self.instance.ari_password)
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession(auth=auth, timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
 
     async def stop_all(self) -> None:
         phones, self.phones = self.phones, []
