@@ -53,6 +53,7 @@ def build(
     handlers.register(broker, service)
     events.document(broker)
     background: list[asyncio.Task[None]] = []
+    ingesting: list[asyncio.Task[None]] = []
     ingestors: list[Ingestor] = []
 
     async def startup() -> None:
@@ -67,10 +68,16 @@ def build(
         js = broker.connection.jetstream()
         await ensure_streams(js)
         ingestor = Ingestor(
-            js, service, DeadLetters(js), settings.consumer_name, settings.batch_size, settings.batch_max_wait
+            broker.connection,
+            js,
+            service,
+            DeadLetters(js),
+            settings.consumer_name,
+            settings.batch_size,
+            settings.batch_max_wait,
         )
         ingestors.append(ingestor)
-        background.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
+        ingesting.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
         if settings.retention_months > 0:
             background.append(asyncio.create_task(_retention(service, settings)))
         log.info("cdr service ready (%s backend)", settings.backend)
@@ -78,7 +85,9 @@ def build(
     async def shutdown() -> None:
         for ingestor in ingestors:
             ingestor.stop()
-        for task in background:
+        if ingesting:  # let the batch being written commit and the rest go back to JetStream
+            await asyncio.wait(ingesting, timeout=30)
+        for task in [*ingesting, *background]:
             task.cancel()
         if background:
             await asyncio.wait(background, timeout=5)
