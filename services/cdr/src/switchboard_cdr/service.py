@@ -175,8 +175,12 @@ class CallHistoryService:
 
     async def insert(self, records: Sequence[CallRecord]) -> None:
         """Write a batch; raises StoreError (the caller leaves the batch unacknowledged)."""
+        await asyncio.to_thread(self.insert_sync, records)
+
+    def insert_sync(self, records: Sequence[CallRecord]) -> None:
+        """``insert`` for a worker thread."""
         try:
-            await asyncio.to_thread(self._store.insert, records)
+            self._store.insert(records)
         except StoreError:
             self.store_ok = False
             raise
