@@ -1,5 +1,5 @@
-"""The ingest's fast validation path accepts exactly what CallRecord accepts, with the same
-values, or refuses (and then the full validation decides)."""
+"""Fast paths: the ingest's validation accepts exactly what CallRecord accepts, with the same
+values, or refuses (and then the full validation decides); the search reply as bytes."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ VARIANTS: list[dict[str, Any]] = [
     {"caller_name": "  padded  ", "called_number": " 101 ", "ivr_digits": " 1 "},
     {"caller_number": ""},
     {"caller_number": "+7916\n"},
-    {"called_number": "١٠١"},  # Arabic-Indic digits
+    {"called_number": "\u0661\u0660\u0661"},  # Arabic-Indic digits
     {"called_number": "1" * 32},
     {"caller_name": "x" * 129},
     {"caller_name": " " + "x" * 128},
@@ -88,7 +88,9 @@ def test_fast_path_agrees_with_the_model(changes: dict[str, Any]) -> None:
         assert expected is not None, "the fast path accepted what the model refuses"
         assert fast.model_dump() == expected.model_dump()
         assert fast.__pydantic_fields_set__ == expected.__pydantic_fields_set__
-        assert [d.tzinfo for d in (fast.start, fast.end)] == [d.tzinfo for d in (expected.start, expected.end)]
+        assert [d.tzinfo for d in (fast.start, fast.end)] == [
+            d.tzinfo for d in (expected.start, expected.end)
+        ]
     parsed = parse_batch([("pbx.acme.call.leg.ended", payload)])
     assert (parsed.records[0] if parsed.records else None) == expected
 
@@ -98,3 +100,17 @@ def test_missing_optional_fields() -> None:
     record = fast_record(json.dumps(payload).encode())
     assert record == CallRecord.model_validate(payload)
     assert record.__pydantic_fields_set__ == set(payload)
+
+
+def test_search_reply_is_the_ok_reply() -> None:
+    from datetime import UTC, datetime
+
+    from switchboard_cdr.handlers import ok_page_reply
+    from switchboard_cdr.store.queries import group_legs
+    from switchboard_contracts.cdr import CallLeg, CallSearchPage
+    from switchboard_contracts.errors import ok_reply
+
+    leg = CallLeg.model_validate({k: v for k, v in GOOD.items() if k not in ("version", "tenant_id")})
+    page = CallSearchPage.model_construct(items=[group_legs(leg.linkedid, [leg])], total=1, next_cursor="abc")
+    assert json.loads(ok_page_reply(page)) == json.loads(json.dumps(ok_reply(page.model_dump(mode="json"))))
+    assert leg.start.tzinfo == UTC and datetime.now(UTC) > leg.start
