@@ -24,7 +24,7 @@ out to four tables, keyed by tenant first (partitions: ``PARTITION``, ``LOOKUP_P
 
 Duplicates: ``calls`` and ``calls_by_linkedid`` are ReplacingMergeTrees on ``version`` (the
 insert time), so a redelivered leg (same leg_id, same start) collapses when parts merge; until
-then the queries dedup themselves (legs by ``LIMIT 1 BY leg_id``, calls by grouping on
+then the queries dedup themselves (legs keep the newest version of a leg_id, calls by grouping on
 linkedid), see ``queries.py``. The lookups collapse exact duplicates the same way.
 """
 
