@@ -135,10 +135,10 @@ async def _forever(run: Any, what: str) -> None:
 async def _retention(service: CallHistoryService, settings: Settings) -> None:
     while True:
         try:
-            for tenant_id in await service.tenants_with_history():
-                dropped = await service.apply_retention(tenant_id, settings.retention_months)
-                if dropped:
-                    log.info("retention: dropped %s of tenant %s", dropped, tenant_id)
+            tenants = await service.tenants_with_history()
+            dropped = await service.apply_retention_all(tenants, settings.retention_months)
+            for tenant_id, months in dropped.items():
+                log.info("retention: dropped %s of tenant %s", months, tenant_id)
         except Exception:
             log.exception("retention pass failed")
         await asyncio.sleep(settings.retention_check_interval)

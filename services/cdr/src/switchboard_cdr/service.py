@@ -142,6 +142,12 @@ def parse_batch(items: Sequence[tuple[str, bytes]]) -> Parsed:
     return Parsed(records, indexes, rejected)
 
 
+def _first_kept_month(keep_months: int, today: date | None) -> date:
+    today = today or datetime.now(UTC).date()
+    month_index = today.year * 12 + (today.month - 1) - (keep_months - 1)
+    return date(month_index // 12, month_index % 12 + 1, 1)
+
+
 class CallHistoryService:
     """``open_store`` builds the store at start (opening chDB or connecting to a server is I/O,
     not something to do at import or construction)."""
@@ -208,10 +214,15 @@ class CallHistoryService:
 
     async def apply_retention(self, tenant_id: str, keep_months: int, today: date | None = None) -> list[int]:
         """Drop the tenant's whole months older than the last ``keep_months`` months."""
-        today = today or datetime.now(UTC).date()
-        month_index = today.year * 12 + (today.month - 1) - (keep_months - 1)
-        first_kept = date(month_index // 12, month_index % 12 + 1, 1)
+        first_kept = _first_kept_month(keep_months, today)
         return await asyncio.to_thread(self._store.drop_tenant_before, tenant_id, first_kept)
+
+    async def apply_retention_all(
+        self, tenant_ids: Sequence[str], keep_months: int, today: date | None = None
+    ) -> dict[str, list[int]]:
+        """``apply_retention`` for several tenants at once (one DELETE per table)."""
+        first_kept = _first_kept_month(keep_months, today)
+        return await asyncio.to_thread(self._store.drop_tenants_before, tenant_ids, first_kept)
 
     async def ping(self) -> bool:
         if self._store_or_none is None:

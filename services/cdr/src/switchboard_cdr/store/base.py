@@ -69,6 +69,12 @@ class CallStore(abc.ABC):
         every table (``month`` is any day of the first month to keep); returns the months
         dropped (``YYYYMM``). Running it again finishes a drop that was cut short."""
 
+    def drop_tenants_before(self, tenant_ids: Sequence[str], month: date) -> dict[str, list[int]]:
+        """``drop_tenant_before`` for several tenants at once (the retention pass): the months
+        dropped per tenant, tenants without any left out."""
+        dropped = {tenant_id: self.drop_tenant_before(tenant_id, month) for tenant_id in tenant_ids}
+        return {tenant_id: months for tenant_id, months in dropped.items() if months}
+
     @abc.abstractmethod
     def ping(self) -> bool:
         """True when the store answers ``SELECT 1``."""
@@ -170,20 +176,42 @@ class SqlCallStore(CallStore):
         return sorted(int(month) for (month,) in rows)
 
     def drop_tenant_before(self, tenant_id: str, month: date) -> list[int]:
-        """Partitions hold every tenant's month, so this is a DELETE mutation of the tenant's
+        """Partitions hold every tenant's rows, so this is a DELETE mutation of the tenant's
         rows before the month on each table, waited for (``system.mutations``, which 18.16 has
-        too). A mutation rewrites the parts holding such rows: run it rarely (whole months)."""
+        too). A mutation rewrites the parts holding such rows: run it rarely (whole months), and
+        for many tenants at once (``drop_tenants_before``)."""
         limit = month.year * 100 + month.month
         dropped = [m for m in self.tenant_months(tenant_id) if m < limit]
-        if not dropped:
-            return []
+        if dropped:
+            self._delete_before([tenant_id], month)
+        return dropped
+
+    def drop_tenants_before(self, tenant_ids: Sequence[str], month: date) -> dict[str, list[int]]:
+        """One DELETE per table for all the tenants (each mutation rewrites the parts it
+        touches once, whatever the number of tenants)."""
+        limit = month.year * 100 + month.month
+        for tenant_id in tenant_ids:
+            sql_tenant(tenant_id)  # validates every id before anything is deleted
+        wanted = set(tenant_ids)
+        dropped = {
+            tenant_id: sorted(m for m in months if m < limit)
+            for tenant_id, months in self.partitions().items()
+            if tenant_id in wanted
+        }
+        dropped = {tenant_id: months for tenant_id, months in dropped.items() if months}
+        if dropped:
+            self._delete_before(sorted(dropped), month)
+        return dropped
+
+    def _delete_before(self, tenant_ids: Sequence[str], month: date) -> None:
         before = sql_datetime(datetime(month.year, month.month, 1, tzinfo=UTC))
         for table in DROP_ORDER:
-            self._command(
-                f"ALTER TABLE {table} DELETE WHERE tenant_id = {sql_tenant(tenant_id)} AND start < {before}"
-            )
+            for start in range(0, len(tenant_ids), 1000):
+                tenants = ", ".join(sql_tenant(tenant_id) for tenant_id in tenant_ids[start : start + 1000])
+                self._command(
+                    f"ALTER TABLE {table} DELETE WHERE tenant_id IN ({tenants}) AND start < {before}"
+                )
             self._wait_for_mutations(table)
-        return dropped
 
     def _wait_for_mutations(self, table: str, timeout: float = MUTATION_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -81,7 +81,8 @@ class ChdbCallStore(SqlCallStore):
 
     def _insert_rows(self, rows: list[list[Any]]) -> None:
         data = "\n".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows)
-        # One part per (tenant, month) partition is written: lift the default cap of 100.
+        # (not used by insert, which sends Arrow; kept for the interface) many months at once:
+        # lift the default cap of 100 partitions per insert.
         self._command(
             f"INSERT INTO calls_in ({INSERT_COLUMNS}) SETTINGS max_partitions_per_insert_block = 0"
             f" FORMAT JSONCompactEachRow\n{data}"
