@@ -350,6 +350,25 @@ class StoreContract:
         assert store.tenant_months(kept.tenant_id) == [202403]
         assert store.tenant_months(other.tenant_id) == [202401, 202402, 202403]
 
+    def test_retention_of_several_tenants_at_once(self, store: SqlCallStore) -> None:
+        first, second, untouched = Calls(new_tenant()), Calls(new_tenant()), Calls(new_tenant())
+        jan, mar = datetime(2023, 1, 10, 12, 0, tzinfo=UTC), datetime(2023, 3, 10, 12, 0, tzinfo=UTC)
+        for calls in (first, second, untouched):
+            for month in (jan, mar):
+                calls.leg(f"{int(month.timestamp())}.1", "101", "102", at=month)
+        store.insert(first.records + second.records + untouched.records)
+        dropped = store.drop_tenants_before(
+            [first.tenant_id, second.tenant_id, new_tenant()], date(2023, 2, 1)
+        )
+        assert dropped == {first.tenant_id: [202301], second.tenant_id: [202301]}
+        assert store.tenant_months(first.tenant_id) == store.tenant_months(second.tenant_id) == [202303]
+        assert store.tenant_months(untouched.tenant_id) == [202301, 202303]
+        whole = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 4, 1, tzinfo=UTC))
+        assert search(store, first.tenant_id, "101", *whole).total == 1
+        assert search(store, untouched.tenant_id, "101 102", *whole).total == 2
+        with pytest.raises(ValueError, match="tenant"):
+            store.drop_tenants_before(["x' OR 1=1 --"], date(2023, 2, 1))
+
     @pytest.mark.parametrize(
         "hostile",
         [

@@ -1,115 +1,287 @@
 """The ingestion loop: a durable JetStream pull consumer batches call records (by count and by
 time) into the store and acknowledges them only after the insert is committed. Bad records go
-to the dead-letter stream and are terminated; a store outage leaves records in JetStream."""
+to the dead-letter stream and are terminated; a store outage leaves records in JetStream.
+
+Pull requests are sent by hand (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with
+``{"batch": n, "expires": ns}``, replies to a plain inbox subscription) instead of through
+nats-py's ``fetch``, which costs about 20 us a message (measured 36k msgs/s with fetch, 117k by
+hand). At most one request is open at a time, for what the batch being collected still lacks,
+and it expires within ``max_wait`` (a 408 status ends it early).
+
+Collecting and writing overlap: a writer task inserts batch k while the collector gathers batch
+k+1 (and at most one more waits in between), so the consumer's ``max_ack_pending`` must exceed
+three batches. Guarantees:
+
+- a record is acknowledged only after the insert holding it committed;
+- a malformed record is dead-lettered with the reason and terminated, never retried, never
+  blocking the others;
+- a store error naks the whole batch with a growing delay (JetStream redelivers it, nothing is
+  lost: ``max_deliver`` is unlimited);
+- a redelivered record is stored again under the same leg_id, which every search and count sees
+  once (see ``store``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import json
 import logging
 import time
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from switchboard_contracts.subjects import CALL_RECORDS_STREAM
 
 from .events import DeadLetters
-from .service import CallHistoryService, parse_batch
+from .service import CallHistoryService, Parsed, parse_batch
 from .store import StoreError
 
 log = logging.getLogger(__name__)
+
+_ACK = b"+ACK"
+_TERM = b"+TERM"
+_STATUS = "Status"
+#: Longest life of one pull request (seconds): when the service stops, the records a request
+#: already had delivered are nak'ed, and a short request ends soon after the last one is sent.
+REQUEST_MAX_EXPIRES = 1.0
+#: Batches collected but not yet written (the one being written not included).
+QUEUED_BATCHES = 1
 
 
 class Ingestor:
     def __init__(
         self,
+        nc: NatsClient,
         js: JetStreamContext,
         service: CallHistoryService,
         dead: DeadLetters,
         consumer: str,
         batch_size: int,
         max_wait: float,
+        stream: str = CALL_RECORDS_STREAM,
     ) -> None:
+        self._nc = nc
         self._js = js
         self._service = service
         self._dead = dead
         self._consumer = consumer
+        self._stream = stream
         self._batch_size = batch_size
         self._max_wait = max_wait
         self.committed = 0
         self.rejected = 0
         self.running = False
-        self._stopping = False
+        self._stopping = asyncio.Event()
+        # collector state, touched by the subscription callback and the collector only
+        self._buffer: list[Msg] = []
+        self._first_at: float | None = None
+        self._open = False  # a pull request is open
+        self._expected = 0  # messages the open request may still deliver
+        self._wake = asyncio.Event()
+        self._request_deadline = 0.0
 
     def stop(self) -> None:
-        """Finish after the current batch (nats-py's fetch may swallow a task cancel)."""
-        self._stopping = True
+        """Finish: no more pull requests; records collected but not written are nak'ed (handed
+        again at once to the next run), the batch being written is finished."""
+        self._stopping.set()
+        self._wake.set()
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self._consumer,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=120,
+            # the batch being written, one queued, the one being collected, and some slack
+            max_ack_pending=max((QUEUED_BATCHES + 3) * self._batch_size, 10_000),
+            max_deliver=-1,  # a store outage must not turn good records into lost ones
+        )
+
+    async def _ensure_consumer(self) -> None:
+        try:
+            await self._js.consumer_info(self._stream, self._consumer)
+        except NotFoundError:
+            await self._js.add_consumer(self._stream, self.consumer_config())
 
     async def run(self) -> None:
-        subscription = await self._js.pull_subscribe(
-            "",
-            durable=self._consumer,
-            stream=CALL_RECORDS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=120,
-                max_ack_pending=max(4 * self._batch_size, 10_000),
-                max_deliver=-1,  # a store outage must not turn good records into lost ones
-            ),
+        self._buffer, self._first_at, self._open, self._expected = [], None, False, 0
+        await self._ensure_consumer()
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(
+            inbox, cb=self._on_msg, pending_msgs_limit=4 * self._batch_size + 1000, pending_bytes_limit=-1
         )
+        batches: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=QUEUED_BATCHES)
+        writer = asyncio.create_task(self._writer(batches))
         self.running = True
-        backoff = 0.5
-        while not self._stopping:
-            batch = await self._collect(subscription)
-            if not batch:
+        try:
+            await self._collect(inbox, batches, writer)
+        finally:
+            self.running = False
+            await self._shutdown(sub, batches, writer)
+
+    # Collecting ---------------------------------------------------------------------------------
+
+    async def _on_msg(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers is not None and _STATUS in headers:
+            # 408 request expired, 409 request ended (consumer changed, too many waiting): the
+            # open request delivers nothing more.
+            self._open = False
+            self._wake.set()
+            return
+        if self._stopping.is_set():
+            await self._nc.publish(msg.reply, b"-NAK")
+            return
+        self._buffer.append(msg)
+        self._expected -= 1
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+            self._wake.set()  # starts the batch's clock
+        if self._expected <= 0:
+            self._open = False
+            self._wake.set()
+        elif len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    async def _collect(
+        self, inbox: str, batches: asyncio.Queue[list[Msg]], writer: asyncio.Task[None]
+    ) -> None:
+        request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumer}"
+        while not self._stopping.is_set():
+            if writer.done():
+                writer.result()  # the writer failed: raise its error (the service restarts us)
+                raise RuntimeError("the ingest writer stopped")
+            now = time.monotonic()
+            due = None if self._first_at is None else self._first_at + self._max_wait
+            if len(self._buffer) >= self._batch_size or (due is not None and now >= due and self._buffer):
+                batch = self._buffer[: self._batch_size]
+                del self._buffer[: self._batch_size]
+                self._first_at = time.monotonic() if self._buffer else None
+                await batches.put(batch)  # waits while the writer is behind (back pressure)
                 continue
-            try:
-                await self._write(batch)
-                backoff = 0.5
-            except StoreError as exc:
-                log.warning("store unavailable (%s); %d records stay in JetStream", exc, len(batch))
-                for msg in batch:
-                    await msg.nak(delay=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    async def _collect(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        batch: list[Msg] = []
-        first_at: float | None = None
-        while len(batch) < self._batch_size and not self._stopping:
-            remaining = self._max_wait if first_at is None else self._max_wait - (time.monotonic() - first_at)
-            if remaining <= 0:
-                break
-            try:
-                msgs = await subscription.fetch(
-                    min(self._batch_size - len(batch), 5000), timeout=max(remaining, 0.05)
+            if not self._open:
+                wanted = self._batch_size - len(self._buffer)
+                expires = (
+                    REQUEST_MAX_EXPIRES if due is None else min(max(due - now, 0.01), REQUEST_MAX_EXPIRES)
                 )
-            except (TimeoutError, NatsTimeout):
-                if first_at is None:
-                    continue
-                break
-            if msgs and first_at is None:
-                first_at = time.monotonic()
-            batch.extend(msgs)
-        if self._stopping:
-            for msg in batch:  # not written: let JetStream hand them to the next run at once
-                await msg.nak()
-            return []
-        return batch
+                self._open, self._expected = True, wanted
+                self._wake.clear()
+                await self._nc.publish(
+                    request_subject,
+                    json.dumps({"batch": wanted, "expires": int(expires * 1e9)}).encode(),
+                    reply=inbox,
+                )
+                self._request_deadline = time.monotonic() + expires + 1.0
+            timeout = self._request_deadline - time.monotonic()
+            if due is not None:
+                timeout = min(timeout, due - time.monotonic())
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self._open and time.monotonic() >= self._request_deadline:
+                self._open = False  # its status was lost (reconnect): send another
 
-    async def _write(self, batch: list[Msg]) -> None:
-        parsed = parse_batch([(msg.subject, msg.data) for msg in batch])
+    # Writing --------------------------------------------------------------------------------
+
+    async def _writer(self, batches: asyncio.Queue[list[Msg]]) -> None:
+        backoff = 0.5
+        while True:
+            batch = await batches.get()
+            try:
+                if await self._write(batch, backoff):
+                    backoff = 0.5
+                else:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+            finally:
+                batches.task_done()
+
+    async def _write(self, batch: list[Msg], backoff: float) -> bool:
+        """Validate and insert in a worker thread (the event loop keeps collecting), dead-letter
+        the rejected records, then acknowledge the stored ones; when the store failed, nak them
+        with a ``backoff`` delay instead and return False."""
+        parsed, error = await asyncio.to_thread(
+            self._parse_and_insert, [(msg.subject, msg.data) for msg in batch]
+        )
         for rejected in parsed.rejected:
             msg = batch[rejected.index]
             await self._dead.publish(
                 rejected.tenant_token, msg.subject, msg.data, rejected.reason, msg.metadata.sequence.stream
             )
-            await msg.term()
+            await self._nc.publish(msg.reply, _TERM)
             self.rejected += 1
-        if parsed.records:
-            await self._service.insert(parsed.records)
-        for index in parsed.record_indexes:
-            await batch[index].ack()
+        replies = [batch[index].reply for index in parsed.record_indexes]
+        if error is not None:
+            log.warning("store unavailable (%s); %d records stay in JetStream", error, len(replies))
+            await self._reply_all(replies, f'-NAK {{"delay": {int(backoff * 1e9)}}}'.encode())
+            return False
+        await self._reply_all(replies, _ACK)
         self.committed += len(parsed.records)
+        return True
+
+    def _parse_and_insert(self, items: list[tuple[str, bytes]]) -> tuple[Parsed, StoreError | None]:
+        # The batch's objects are short-lived and acyclic: the cyclic collector, which would
+        # walk them again and again while they are built, waits until the batch is done
+        # (measured: validation and the Arrow batch 25-40 % faster).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            parsed = parse_batch(items)
+            try:
+                if parsed.records:
+                    self._service.insert_sync(parsed.records)
+            except StoreError as exc:
+                return parsed, exc
+            return parsed, None
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    async def _reply_all(self, subjects: list[str], body: bytes) -> None:
+        """Publish ``body`` to each subject (acks): one buffer of PUB commands when nats-py
+        exposes its command queue (about 5 us a message less than one publish each)."""
+        send = getattr(self._nc, "_send_command", None)
+        if send is None or not subjects or not self._nc.is_connected:
+            for subject in subjects:
+                await self._nc.publish(subject, body)
+            return
+        tail = b" %d\r\n%s\r\n" % (len(body), body)
+        for start in range(0, len(subjects), 5000):
+            await send(
+                b"".join(b"PUB " + subject.encode() + tail for subject in subjects[start : start + 5000])
+            )
+        await self._nc.flush()
+
+    async def _shutdown(
+        self, sub: Subscription, batches: asyncio.Queue[list[Msg]], writer: asyncio.Task[None]
+    ) -> None:
+        """Nak what was collected, let the writer finish what it holds, wait for the open request
+        to end (its late deliveries are nak'ed by the callback), then leave the inbox."""
+        self._stopping.set()
+        pending = self._buffer
+        self._buffer = []
+        while not batches.empty():
+            pending.extend(batches.get_nowait())
+            batches.task_done()
+        await self._reply_all([msg.reply for msg in pending], b"-NAK")
+        with contextlib.suppress(Exception):
+            if not writer.done():
+                await asyncio.wait_for(batches.join(), 25)
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+        deadline = time.monotonic() + REQUEST_MAX_EXPIRES + 0.5
+        while self._open and (left := deadline - time.monotonic()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+            await self._nc.flush(timeout=5)

@@ -53,6 +53,7 @@ def build(
     handlers.register(broker, service)
     events.document(broker)
     background: list[asyncio.Task[None]] = []
+    ingesting: list[asyncio.Task[None]] = []
     ingestors: list[Ingestor] = []
 
     async def startup() -> None:
@@ -67,10 +68,16 @@ def build(
         js = broker.connection.jetstream()
         await ensure_streams(js)
         ingestor = Ingestor(
-            js, service, DeadLetters(js), settings.consumer_name, settings.batch_size, settings.batch_max_wait
+            broker.connection,
+            js,
+            service,
+            DeadLetters(js),
+            settings.consumer_name,
+            settings.batch_size,
+            settings.batch_max_wait,
         )
         ingestors.append(ingestor)
-        background.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
+        ingesting.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
         if settings.retention_months > 0:
             background.append(asyncio.create_task(_retention(service, settings)))
         log.info("cdr service ready (%s backend)", settings.backend)
@@ -78,7 +85,9 @@ def build(
     async def shutdown() -> None:
         for ingestor in ingestors:
             ingestor.stop()
-        for task in background:
+        if ingesting:  # let the batch being written commit and the rest go back to JetStream
+            await asyncio.wait(ingesting, timeout=30)
+        for task in [*ingesting, *background]:
             task.cancel()
         if background:
             await asyncio.wait(background, timeout=5)
@@ -126,10 +135,10 @@ async def _forever(run: Any, what: str) -> None:
 async def _retention(service: CallHistoryService, settings: Settings) -> None:
     while True:
         try:
-            for tenant_id in await service.tenants_with_history():
-                dropped = await service.apply_retention(tenant_id, settings.retention_months)
-                if dropped:
-                    log.info("retention: dropped %s of tenant %s", dropped, tenant_id)
+            tenants = await service.tenants_with_history()
+            dropped = await service.apply_retention_all(tenants, settings.retention_months)
+            for tenant_id, months in dropped.items():
+                log.info("retention: dropped %s of tenant %s", months, tenant_id)
         except Exception:
             log.exception("retention pass failed")
         await asyncio.sleep(settings.retention_check_interval)

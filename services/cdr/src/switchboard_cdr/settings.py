@@ -26,11 +26,12 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("")
 
     #: Ingestion: a batch is written when it holds this many records, or when the oldest
-    #: record in it has waited ``batch_max_wait`` seconds. Every insert writes one part per
-    #: (tenant, month) partition it touches, so fewer, larger batches ingest much faster.
+    #: record in it has waited ``batch_max_wait`` seconds. Every insert writes a part per
+    #: partition (month, year) in each table, which merges then rewrite: fewer, larger
+    #: batches ingest faster and leave fewer parts for the searches to read.
     batch_size: int = 50_000
     batch_max_wait: float = 2.0
     consumer_name: str = "cdr-ingest"
-    #: Call history kept per tenant, in months (whole months are dropped); 0 keeps everything.
+    #: Call history kept per tenant, in months (whole months are deleted); 0 keeps everything.
     retention_months: int = 36
     retention_check_interval: float = 6 * 3600

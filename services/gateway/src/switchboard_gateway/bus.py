@@ -11,12 +11,15 @@ from typing import Any
 from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from switchboard_contracts.common import ErrorCode, ErrorInfo, error_from_reply
+from switchboard_contracts.common import CONTRACT_VERSION, ErrorCode, ErrorInfo, error_from_reply
 from switchboard_contracts.runtime import connect_with_retry
 
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
+
+_OK_HEAD = b'{"version":%d,"ok":true,"result":' % CONTRACT_VERSION
+_OK_TAIL = b',"error":null}'
 
 
 class Bus:
@@ -79,6 +82,26 @@ class Bus:
         if not data["ok"]:
             raise error_from_reply(ErrorInfo.model_validate(data["error"]))
         return data["result"]
+
+    async def request_result_json(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        service: str = "config",
+        timeout: float | None = None,
+    ) -> bytes:
+        """``request``, but the result as the JSON text the service sent, not decoded: for big
+        results that go to the client as they are. A reply of the usual shape
+        (``{"version":1,"ok":true,"result":...,"error":null}``, as ``ok_reply`` dumps it) is cut
+        without parsing; any other reply is decoded (errors raised) and the result encoded."""
+        reply = await self._send(subject, body, service, timeout)
+        payload = bytes(reply.body)
+        if payload.startswith(_OK_HEAD) and payload.endswith(_OK_TAIL):
+            return payload[len(_OK_HEAD) : -len(_OK_TAIL)]
+        data = self._decode(payload, subject, service)
+        if not data["ok"]:
+            raise error_from_reply(ErrorInfo.model_validate(data["error"]))
+        return json.dumps(data["result"], ensure_ascii=False, separators=(",", ":")).encode()
 
     async def request_raw(
         self,

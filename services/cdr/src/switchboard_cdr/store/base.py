@@ -4,25 +4,30 @@ The methods are synchronous (both drivers block): the service calls them through
 ``asyncio.to_thread``. Each backend serialises its own use of the connection with a lock.
 """
 
+# Every value in this module's SQL goes through the sql_* renderers (validated, escaped).
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import abc
-import re
 import time
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from switchboard_contracts.cdr import CallRecord, CallSearchPage, ParsedQuery
 
 from . import queries
-from .queries import sql_int, sql_string, sql_tenant
-from .schema import DDL, INSERT_COLUMN_NAMES, TABLES
+from .queries import sql_datetime, sql_string, sql_tenant
+from .schema import DDL, INSERT_COLUMN_NAMES
 
-#: Retention drops the tables that find calls first and the legs last: a drop cut short leaves
-#: no call that a search finds without its legs.
+#: Retention deletes from the tables that find calls first and the legs last: a drop cut short
+#: leaves no call that a search finds without its legs, and the months it left are still found
+#: in ``calls_by_linkedid`` (which ``tenant_months`` reads), so running it again finishes it.
 DROP_ORDER = ("calls_by_number", "calls_by_pair", "calls", "calls_by_linkedid")
-_PARTITION = re.compile(r"^\('([a-z0-9-]+)',\s*([0-9]{6})\)$")
+#: How long retention waits for one table's DELETE mutation before giving up (it carries on in
+#: the background; the next pass checks again).
+MUTATION_TIMEOUT = 3600.0
 
 
 class StoreError(Exception):
@@ -60,9 +65,15 @@ class CallStore(abc.ABC):
 
     @abc.abstractmethod
     def drop_tenant_before(self, tenant_id: str, month: date) -> list[int]:
-        """Retention: drop the tenant's partitions of the months before ``month``'s month from
+        """Retention: delete the tenant's rows of the months before ``month``'s month from
         every table (``month`` is any day of the first month to keep); returns the months
         dropped (``YYYYMM``). Running it again finishes a drop that was cut short."""
+
+    def drop_tenants_before(self, tenant_ids: Sequence[str], month: date) -> dict[str, list[int]]:
+        """``drop_tenant_before`` for several tenants at once (the retention pass): the months
+        dropped per tenant, tenants without any left out."""
+        dropped = {tenant_id: self.drop_tenant_before(tenant_id, month) for tenant_id in tenant_ids}
+        return {tenant_id: months for tenant_id, months in dropped.items() if months}
 
     @abc.abstractmethod
     def ping(self) -> bool:
@@ -149,31 +160,73 @@ class SqlCallStore(CallStore):
         )
 
     def partitions(self) -> dict[str, set[int]]:
-        """Months (``YYYYMM``) each tenant has data in, in any table (from system.parts)."""
-        tables = ", ".join(sql_string(table) for table in TABLES)
-        rows = self._select(
-            "SELECT DISTINCT partition FROM system.parts"  # noqa: S608 - literals rendered by sql_string
-            f" WHERE database = currentDatabase() AND table IN ({tables}) AND active"
-        )
+        """Months (``YYYYMM``) each tenant has data in (every leg is in ``calls_by_linkedid``,
+        which retention empties last): a scan of two columns, for the retention pass."""
+        rows = self._select("SELECT DISTINCT tenant_id, toYYYYMM(start) FROM calls_by_linkedid")
         found_months: dict[str, set[int]] = {}
-        for (partition,) in rows:
-            found = _PARTITION.match(str(partition))
-            if found:
-                found_months.setdefault(found.group(1), set()).add(int(found.group(2)))
+        for tenant_id, month in rows:
+            found_months.setdefault(str(tenant_id), set()).add(int(month))
         return found_months
 
     def tenant_months(self, tenant_id: str) -> list[int]:
-        """Months (``YYYYMM``) the tenant has data in, in any table."""
-        sql_tenant(tenant_id)  # validates the id
-        return sorted(self.partitions().get(tenant_id, set()))
+        """Months (``YYYYMM``) the tenant has data in (a primary-key range read)."""
+        rows = self._select(
+            f"SELECT DISTINCT toYYYYMM(start) FROM calls_by_linkedid WHERE tenant_id = {sql_tenant(tenant_id)}"
+        )
+        return sorted(int(month) for (month,) in rows)
 
     def drop_tenant_before(self, tenant_id: str, month: date) -> list[int]:
+        """Partitions hold every tenant's rows, so this is a DELETE mutation of the tenant's
+        rows before the month on each table, waited for (``system.mutations``, which 18.16 has
+        too). A mutation rewrites the parts holding such rows: run it rarely (whole months), and
+        for many tenants at once (``drop_tenants_before``)."""
         limit = month.year * 100 + month.month
         dropped = [m for m in self.tenant_months(tenant_id) if m < limit]
-        for m in dropped:
-            for table in DROP_ORDER:
-                self._command(f"ALTER TABLE {table} DROP PARTITION ({sql_tenant(tenant_id)}, {sql_int(m)})")
+        if dropped:
+            self._delete_before([tenant_id], month)
         return dropped
+
+    def drop_tenants_before(self, tenant_ids: Sequence[str], month: date) -> dict[str, list[int]]:
+        """One DELETE per table for all the tenants (each mutation rewrites the parts it
+        touches once, whatever the number of tenants)."""
+        limit = month.year * 100 + month.month
+        for tenant_id in tenant_ids:
+            sql_tenant(tenant_id)  # validates every id before anything is deleted
+        wanted = set(tenant_ids)
+        dropped = {
+            tenant_id: sorted(m for m in months if m < limit)
+            for tenant_id, months in self.partitions().items()
+            if tenant_id in wanted
+        }
+        dropped = {tenant_id: months for tenant_id, months in dropped.items() if months}
+        if dropped:
+            self._delete_before(sorted(dropped), month)
+        return dropped
+
+    def _delete_before(self, tenant_ids: Sequence[str], month: date) -> None:
+        before = sql_datetime(datetime(month.year, month.month, 1, tzinfo=UTC))
+        for table in DROP_ORDER:
+            for start in range(0, len(tenant_ids), 1000):
+                tenants = ", ".join(sql_tenant(tenant_id) for tenant_id in tenant_ids[start : start + 1000])
+                self._command(
+                    f"ALTER TABLE {table} DELETE WHERE tenant_id IN ({tenants}) AND start < {before}"
+                )
+            self._wait_for_mutations(table)
+
+    def _wait_for_mutations(self, table: str, timeout: float = MUTATION_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            (pending,) = self._select(
+                "SELECT count() FROM system.mutations"
+                f" WHERE database = currentDatabase() AND table = {sql_string(table)} AND is_done = 0"
+            )[0]
+            if not int(pending):
+                return
+            if time.monotonic() > deadline:
+                raise StoreError(f"retention: the DELETE on {table} is still running after {timeout:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def ping(self) -> bool:
         try:

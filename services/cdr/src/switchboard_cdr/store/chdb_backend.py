@@ -3,6 +3,12 @@
 chDB runs one embedded server per process, bound to the first data path opened: a second
 store on another path in the same process fails until the first is closed. Every use of the
 session goes through one lock.
+
+Inserts hand chDB the batch as an Arrow table (one Python list per column, no per-row
+formatting or parsing: measured about 3x faster than the JSON rows of the server backend) read
+by chDB's ``Python()`` table function, and the ``payload`` column is rendered by the engine
+(``formatRowNoNewline('JSONCompactEachRow', ...)``): the same JSON array as
+``queries.leg_payload``, which ``queries.leg_from_payload`` reads back.
 """
 
 from __future__ import annotations
@@ -14,8 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import chdb.session
+import pyarrow as pa
+from switchboard_contracts.cdr import CallRecord
 
-from .base import INSERT_COLUMNS, SqlCallStore, StoreError
+from .base import INSERT_COLUMNS, SqlCallStore, StoreError, new_version
+from .queries import PAYLOAD_V1, sql_int
+from .schema import CALL_COLUMN_NAMES
+
+#: Settings of the session (chDB 26; the 18.16 server knows neither). Searches are a few short
+#: key-range reads, each paying a fixed cost: the query condition cache only helps a predicate
+#: that repeats (each search has its own) and costs a write per read, and the implicit
+#: min-max projection is analysed for every aggregate. Measured at 1M rows: number and pair
+#: searches about 1-2 ms faster.
+SESSION_SETTINGS = ("use_query_condition_cache = 0", "optimize_use_implicit_projections = 0")
 
 #: chdb ships without complete type hints: use it through Any.
 _Session: Any = chdb.session.Session
@@ -28,6 +45,8 @@ class ChdbCallStore(SqlCallStore):
         self._lock = threading.Lock()
         try:
             self._session: Any = _Session(str(self.path))
+            for setting in SESSION_SETTINGS:
+                self._session.query(f"SET {setting}")
         except Exception as exc:
             raise StoreError(f"chDB could not open {self.path}: {exc}") from exc
 
@@ -53,9 +72,17 @@ class ChdbCallStore(SqlCallStore):
     def _command(self, sql: str) -> None:
         self._query(sql, "TabSeparated")
 
+    def insert(self, records: Sequence[CallRecord]) -> None:
+        if not records:
+            return
+        arrow_batch = _arrow_batch(records)  # read by name by Python(arrow_batch) below
+        self._command(_ARROW_INSERT.format(version=sql_int(new_version())))
+        del arrow_batch
+
     def _insert_rows(self, rows: list[list[Any]]) -> None:
         data = "\n".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows)
-        # One part per (tenant, month) partition is written: lift the default cap of 100.
+        # (not used by insert, which sends Arrow; kept for the interface) many months at once:
+        # lift the default cap of 100 partitions per insert.
         self._command(
             f"INSERT INTO calls_in ({INSERT_COLUMNS}) SETTINGS max_partitions_per_insert_block = 0"
             f" FORMAT JSONCompactEachRow\n{data}"
@@ -66,3 +93,61 @@ class ChdbCallStore(SqlCallStore):
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+
+#: Optional strings are '' in the tables when absent (null in the payload), transfer 'none'.
+_OPTIONAL = (
+    "caller_account",
+    "called_account",
+    "queue_number",
+    "ivr_number",
+    "transferred_to",
+    "recording_id",
+)
+_ARROW_COLUMNS = [name for name in CALL_COLUMN_NAMES if name != "version"]
+
+
+def _select_expression(name: str) -> str:
+    if name in ("start", "end"):
+        return f"toDateTime({name}, 'UTC')"
+    if name == "answer":
+        return "if(answer IS NULL, NULL, toDateTime(assumeNotNull(answer), 'UTC'))"
+    if name in _OPTIONAL:
+        return f"ifNull({name}, '')"
+    if name == "transfer":
+        return "ifNull(transfer, 'none')"
+    return name
+
+
+_PAYLOAD = (
+    f"formatRowNoNewline('JSONCompactEachRow', toUInt8({PAYLOAD_V1}), start, answer, end, caller_number,"
+    " caller_name, called_number, called_name, caller_account, called_account, disposition, duration,"
+    " billsec, queue_number, ivr_number, ivr_digits, transfer, transferred_to, recording_id)"
+)
+_ARROW_INSERT = (  # built from this module's constants only
+    f"INSERT INTO calls_in ({', '.join(_ARROW_COLUMNS)}, version, payload)"  # noqa: S608
+    f" SELECT {', '.join(_select_expression(name) for name in _ARROW_COLUMNS)}, {{version}}, {_PAYLOAD}"
+    " FROM Python(arrow_batch)"
+)
+
+
+def _epochs(values: list[Any]) -> pa.Array:
+    return pa.array([None if value is None else int(value.timestamp()) for value in values], pa.uint32())
+
+
+def _arrow_batch(records: Sequence[CallRecord]) -> pa.Table:
+    """The records as an Arrow table: times as epoch seconds, enums as their values, absent
+    optional values as nulls."""
+    string = pa.string()
+    columns: dict[str, pa.Array] = {}
+    for name in _ARROW_COLUMNS:
+        values = [getattr(record, name) for record in records]
+        if name in ("start", "answer", "end"):
+            columns[name] = _epochs(values)
+        elif name in ("duration", "billsec"):
+            columns[name] = pa.array(values, pa.uint32())
+        elif name in ("disposition", "transfer"):
+            columns[name] = pa.array([None if value is None else value.value for value in values], string)
+        else:
+            columns[name] = pa.array(values, string)
+    return pa.table(columns)

@@ -15,7 +15,7 @@ A search runs as at most two primary-key range reads:
    no second read; without that figure a ``uniqExact(linkedid)`` query counts. Later pages
    carry the first page's total in the cursor.
 2. the legs of those calls: ``calls_by_linkedid`` by ``(tenant_id, linkedid IN page)``, deduped
-   by ``LIMIT 1 BY leg_id`` (newest version), so a redelivered leg never shows twice.
+   in Python (newest version of each leg_id), so a redelivered leg never shows twice.
 
 A linkedid search is the second read alone.
 """
@@ -194,13 +194,13 @@ def count_sql(source: str) -> str:
 
 
 def legs_sql(tenant_id: str, linkedids: Sequence[str]) -> str:
-    """All legs of the given calls, one row per leg_id (the newest version of a redelivered
-    leg), whatever their dates."""
+    """All legs of the given calls, whatever their dates, every stored copy of a redelivered leg
+    with its version (``fetch_groups`` keeps the newest: deduplicating here, with ORDER BY and
+    LIMIT BY, adds about 0.5 ms a search in chDB)."""
     ids = ", ".join(sql_call_id(linkedid) for linkedid in linkedids)
     return (
-        "SELECT linkedid, leg_id, payload FROM calls_by_linkedid"
+        "SELECT linkedid, leg_id, version, payload FROM calls_by_linkedid"
         f" WHERE tenant_id = {sql_tenant(tenant_id)} AND linkedid IN ({ids})"
-        " ORDER BY leg_id, version DESC LIMIT 1 BY leg_id"
     )
 
 
@@ -290,11 +290,15 @@ def fetch_groups(select: Select, tenant_id: str, linkedids: Sequence[str]) -> li
     """The calls with these linkedids, in the order given (calls without legs left out)."""
     if not linkedids:
         return []
+    newest: dict[str, tuple[int, str, str]] = {}  # leg_id -> (version, linkedid, payload)
+    for linkedid, leg_id, version, payload in select(legs_sql(tenant_id, linkedids)):
+        seen = newest.get(leg_id)
+        if seen is None or int(version) > seen[0]:
+            newest[str(leg_id)] = (int(version), str(linkedid), str(payload))
     by_call: dict[str, list[CallLeg]] = {linkedid: [] for linkedid in linkedids}
-    for linkedid, leg_id, payload in select(legs_sql(tenant_id, linkedids)):
-        leg = leg_from_payload(str(linkedid), str(leg_id), str(payload))
-        if leg.linkedid in by_call:
-            by_call[leg.linkedid].append(leg)
+    for leg_id, (_, linkedid, payload) in newest.items():
+        if linkedid in by_call:
+            by_call[linkedid].append(leg_from_payload(linkedid, leg_id, payload))
     return [group_legs(linkedid, legs) for linkedid, legs in by_call.items() if legs]
 
 
