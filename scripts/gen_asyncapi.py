@@ -18,6 +18,8 @@ TARGET = ROOT / "contracts" / "asyncapi.json"
 
 
 def build_document() -> dict[str, Any]:
+    from switchboard_callflow.main import build as build_callflow
+    from switchboard_callflow.settings import Settings as CallflowSettings
     from switchboard_cdr.main import build as build_cdr
     from switchboard_cdr.settings import Settings as CdrSettings
     from switchboard_config.main import build as build_config
@@ -30,6 +32,7 @@ def build_document() -> dict[str, Any]:
     _, config_broker = build_config(ConfigSettings())
     _, media_broker = build_media(MediaSettings())
     _, cdr_broker = build_cdr(CdrSettings())
+    _, callflow_broker = build_callflow(CallflowSettings())
     # The call-flow service's device subjects, declared from the contracts (it publishes the
     # events and answers the registrations query; the gateway asks).
     devices_broker = make_broker(ConfigSettings().nats_url)
@@ -38,6 +41,7 @@ def build_document() -> dict[str, Any]:
         config_broker,
         cdr_broker,
         media_broker,
+        callflow_broker,
         devices_broker,
         title="Switchboard bus",
         version="1",

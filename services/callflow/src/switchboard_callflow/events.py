@@ -95,16 +95,11 @@ class BusPublisher:
 
 
 def document(broker: NatsBroker) -> None:
-    """Declare what callflow publishes, for the AsyncAPI document."""
+    """Declare what callflow publishes, for the AsyncAPI document (its device subjects are
+    declared with their contracts, switchboard_contracts.devices.document)."""
     broker.publisher(
         "pbx.{tenant_id}.call.leg.ended",
-        title="call leg ended",
+        title="call record published",
         description=f"A finished call leg (stream {CALL_RECORDS_STREAM}).",
         schema=CallRecord,
-    )
-    broker.publisher(
-        "pbx.{tenant_id}.device.registration.changed",
-        title="device registration changed",
-        description=f"An employee's phone registered or went away (stream {DEVICE_EVENTS_STREAM}).",
-        schema=DeviceRegistration,
     )
