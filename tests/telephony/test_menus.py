@@ -149,3 +149,44 @@ async def test_conference_with_a_pin(tenant: TenantApi, probe: AriProbe) -> None
     await second.hangup()
     legs = legs_of(await tenant.calls("700", legs=3))
     assert sum(1 for leg in legs if leg["disposition"] == "answered") >= 2
+
+
+async def test_the_greeting_is_the_tenants_uploaded_sound_file(tenant: TenantApi, probe: AriProbe) -> None:
+    """An uploaded mp3 becomes the IVR greeting: the media service's 8 kHz wav, fetched over
+    the bus into a folder Asterisk reads, played to the caller."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    await tenant.employee("101")
+    with tempfile.TemporaryDirectory() as folder:
+        mp3 = Path(folder) / "greeting.mp3"
+        command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=500:duration=2",
+                   "-ac", "1", "-c:a", "libmp3lame", str(mp3)]  # fmt: skip
+        await asyncio.to_thread(subprocess.run, command, check=True)
+        uploaded = await tenant.client.post(
+            f"/v1/tenants/{tenant.tenant_id}/sounds",
+            files={"file": ("greeting.mp3", mp3.read_bytes(), "audio/mpeg")},
+            data={"name": "Welcome"},
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    sound_id = uploaded.json()["id"]
+    await tenant.create(
+        "ivr-menus",
+        {
+            "name": "Welcome",
+            "number": "503",
+            "greeting_sound_id": sound_id,
+            "default_target": "101",
+            "timeout": 5,
+        },
+    )
+    caller = await Caller(probe, f"101@{tenant.domain}", "101").call("503")
+    await caller.wait_answered()
+    started = await probe.wait(lambda e: e.get("type") == "PlaybackStarted", 10, caller.mark)
+    assert f"{tenant.tenant_id}/{sound_id}" in started["playback"]["media_uri"]
+    finished = await probe.wait(
+        lambda e: e.get("type") == "PlaybackFinished" and e["playback"]["id"] == started["playback"]["id"], 10
+    )
+    assert finished["playback"]["state"] == "done"  # played to its end, not failed
+    await caller.hangup()
