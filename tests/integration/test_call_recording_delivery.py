@@ -11,7 +11,6 @@ import json
 import math
 import struct
 import time
-import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -38,13 +37,7 @@ pytestmark = pytest.mark.timeout(300)
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     server: SeaweedFS = start_seaweedfs()
     work = tmp_path_factory.mktemp("recording-delivery")
-    media_env = {
-        "SB_MEDIA_S3_ENDPOINT": server.endpoint,
-        "SB_MEDIA_S3_ACCESS_KEY": server.access_key,
-        "SB_MEDIA_S3_SECRET_KEY": server.secret_key,
-        "SB_MEDIA_S3_BUCKET": f"sb-recdel-{uuid.uuid4().hex[:8]}",
-        "SB_MEDIA_S3_SECURE": "false",
-    }
+    media_env = server.media_env("sb-recdel")
     cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
     platform = Platform(work, cdr_env=cdr_env, request_timeout="10", media_env=media_env).start()
     yield platform

@@ -33,13 +33,7 @@ pytestmark = pytest.mark.timeout(300)
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     server: SeaweedFS = start_seaweedfs()
     work = tmp_path_factory.mktemp("recordings")
-    media_env = {
-        "SB_MEDIA_S3_ENDPOINT": server.endpoint,
-        "SB_MEDIA_S3_ACCESS_KEY": server.access_key,
-        "SB_MEDIA_S3_SECRET_KEY": server.secret_key,
-        "SB_MEDIA_S3_BUCKET": f"sb-rec-{uuid.uuid4().hex[:8]}",
-        "SB_MEDIA_S3_SECURE": "false",
-    }
+    media_env = server.media_env("sb-rec")
     cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
     platform = Platform(work, cdr_env=cdr_env, request_timeout="10", media_env=media_env).start()
     yield platform

@@ -61,13 +61,7 @@ def seaweedfs() -> Iterator[SeaweedFS]:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Platform]:
-    media_env = {
-        "SB_MEDIA_S3_ENDPOINT": seaweedfs.endpoint,
-        "SB_MEDIA_S3_ACCESS_KEY": seaweedfs.access_key,
-        "SB_MEDIA_S3_SECRET_KEY": seaweedfs.secret_key,
-        "SB_MEDIA_S3_BUCKET": f"sb-sounds-{uuid.uuid4().hex[:8]}",
-        "SB_MEDIA_S3_SECURE": "false",
-    }
+    media_env = seaweedfs.media_env("sb-sounds")
     work = tmp_path_factory.mktemp("sounds")
     platform = Platform(work, request_timeout="5", media_env=media_env)
     # the Platform passes the gateway no other settings; these come from the environment

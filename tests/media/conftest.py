@@ -125,6 +125,16 @@ class SeaweedFS(S3Backend):
         super().__init__(f"127.0.0.1:{self.port}", LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
         self.pid: int | None = None
 
+    def media_env(self, bucket_prefix: str) -> dict[str, str]:
+        """Settings of a media service storing in this server, in a bucket of its own."""
+        return {
+            "SB_MEDIA_S3_ENDPOINT": self.endpoint,
+            "SB_MEDIA_S3_ACCESS_KEY": self.access_key,
+            "SB_MEDIA_S3_SECRET_KEY": self.secret_key,
+            "SB_MEDIA_S3_BUCKET": f"{bucket_prefix}-{uuid.uuid4().hex[:8]}",
+            "SB_MEDIA_S3_SECURE": "false",
+        }
+
     def _script(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         return subprocess.run(

@@ -75,13 +75,7 @@ def telephony(asterisk: Instance) -> Iterator[Telephony]:
     callflow_env["SB_CALLFLOW_RECORDINGS_DIR"] = str(asterisk.home / "state/spool/recording")
     cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
     s3: SeaweedFS = start_seaweedfs()
-    media_env = {
-        "SB_MEDIA_S3_ENDPOINT": s3.endpoint,
-        "SB_MEDIA_S3_ACCESS_KEY": s3.access_key,
-        "SB_MEDIA_S3_SECRET_KEY": s3.secret_key,
-        "SB_MEDIA_S3_BUCKET": f"sb-tel-{uuid.uuid4().hex[:8]}",
-        "SB_MEDIA_S3_SECURE": "false",
-    }
+    media_env = s3.media_env("sb-tel")
     platform = Platform(
         work, cdr_env=cdr_env, request_timeout="5", callflow_env=callflow_env, media_env=media_env
     ).start()

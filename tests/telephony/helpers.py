@@ -104,6 +104,11 @@ class AriProbe:
         return [e for e in self.events[mark:] if kind is None or e.get("type") == kind]
 
 
+def legs_of(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every leg of the call-history groups a search returned."""
+    return [leg for group in groups for leg in group["legs"]]
+
+
 def channel_of(event: Event) -> dict[str, Any]:
     channel: dict[str, Any] = event.get("channel", {})
     return channel

@@ -9,7 +9,7 @@ import pytest
 
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.conftest import PASSWORD, TenantApi
-from tests.telephony.helpers import AriProbe, Caller, channel_of
+from tests.telephony.helpers import AriProbe, Caller, channel_of, legs_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -22,10 +22,6 @@ async def music_on_hold(probe: AriProbe, playing: bool) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
-
-
-def legs_of(groups: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-    return [leg for group in groups for leg in group["legs"]]
 
 
 async def test_a_digit_during_the_greeting_reaches_the_employee(

@@ -14,13 +14,9 @@ import pytest
 
 from tests.telephony.baresip import Phone, PhoneFactory
 from tests.telephony.conftest import PASSWORD, QUEUE_CALL_LIMIT, Telephony, TenantApi
-from tests.telephony.helpers import AriProbe, Caller, wait_ready
+from tests.telephony.helpers import AriProbe, Caller, legs_of, wait_ready
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def legs_of(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [leg for group in groups for leg in group["legs"]]
 
 
 async def make_queue(

@@ -10,13 +10,9 @@ import pytest
 
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.conftest import PASSWORD, Telephony, TenantApi, tenant_api
-from tests.telephony.helpers import AriProbe, Caller
+from tests.telephony.helpers import AriProbe, Caller, legs_of
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def legs_of(groups: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-    return [leg for group in groups for leg in group["legs"]]
 
 
 async def test_no_answer_goes_to_the_no_answer_target(

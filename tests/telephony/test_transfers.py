@@ -11,7 +11,7 @@ import pytest
 
 from tests.telephony.baresip import Phone, PhoneFactory
 from tests.telephony.conftest import PASSWORD, Telephony, TenantApi, tenant_api
-from tests.telephony.helpers import AriProbe, channel_of
+from tests.telephony.helpers import AriProbe, channel_of, legs_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,10 +27,6 @@ async def connected(phones: PhoneFactory, tenant: TenantApi) -> tuple[Phone, Pho
     await alice.wait_established()
     await asyncio.sleep(0.5)  # the bridge is up
     return alice, bob, carol
-
-
-def legs_of(groups: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-    return [leg for group in groups for leg in group["legs"]]
 
 
 async def test_blind_transfer(tenant: TenantApi, phones: PhoneFactory) -> None:

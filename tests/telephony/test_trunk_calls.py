@@ -8,8 +8,8 @@ import pytest
 
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.conftest import PASSWORD, Telephony, tenant_api
-from tests.telephony.helpers import AriProbe, Caller, channel_of
-from tests.telephony.test_routing import legs_of, wait_endpoint
+from tests.telephony.helpers import AriProbe, Caller, channel_of, legs_of
+from tests.telephony.test_routing import wait_endpoint
 
 pytestmark = pytest.mark.timeout(90)
 
