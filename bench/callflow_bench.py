@@ -173,7 +173,7 @@ def meminfo_mb() -> dict[str, int]:
 
 
 def process_stats(pid: int | None) -> dict[str, Any] | None:
-    """RSS, threads and CPU seconds (user + system, all threads) of a process."""
+    """RSS, threads, open files and CPU seconds (user + system, all threads) of a process."""
     if pid is None:
         return None
     try:
@@ -184,9 +184,13 @@ def process_stats(pid: int | None) -> dict[str, Any] | None:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     ticks = os.sysconf("SC_CLK_TCK")
     after_name = stat.rsplit(")", 1)[1].split()
+    fds: int | None = None
+    with contextlib.suppress(OSError):
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
     return {
         "rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
         "threads": int(fields["Threads"]),
+        "fds": fds,
         "cpu_s": (int(after_name[11]) + int(after_name[12])) / ticks,
     }
 
@@ -413,8 +417,10 @@ class Probe:
 
     async def gone(self, call: Call, timeout: float = GONE_TIMEOUT) -> bool:
         """Both halves destroyed; the call's tracks are dropped."""
-        if call.error and call.error.startswith("originate"):
-            timeout = 0  # there never was a channel
+        if call.error and call.error.startswith("originate"):  # there never was a channel
+            self.tracks.pop(call.outer, None)
+            self.tracks.pop(call.inner, None)
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         ok = True
@@ -762,7 +768,12 @@ async def phase_hold(
                 except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
                     say(f"channels not listed: {exc!r}")
                     states = {}
-                down = [c for c in held if states.get(c.outer) != "Up" or states.get(c.inner) != "Up"]
+                down = [
+                    c
+                    for c in held
+                    if c.answered_after is not None
+                    and (states.get(c.outer) != "Up" or states.get(c.inner) != "Up")
+                ]
                 health = await readyz(client, callflow_url)
                 fresh = await probe.originate(IVR_NUMBER, INTERNAL_CONTEXT)
                 fresh_ok = await probe.answered(fresh, NEW_CALL_LIMIT)
@@ -797,7 +808,7 @@ async def phase_hold(
                     what
                     for what, bad in (
                         ("some new callers not answered", bool(not_answered)),
-                        (f"{len(down)} held calls not up", bool(down)),
+                        (f"{len(down)} answered held calls not up", bool(down)),
                         ("readyz not 200 within 1 s", not health["ok"]),
                         ("new call not answered within 2 s", not fresh_ok),
                     )
