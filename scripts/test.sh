@@ -9,6 +9,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 "$ROOT/scripts/install-ffmpeg.sh"  # the media tests convert audio with Debian's ffmpeg
+# the Asterisk image's entrypoint makes its TLS certificate with openssl; its test runs it
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 echo "== ruff"
 ruff check .

@@ -1559,7 +1559,6 @@ def test_entrypoint_refuses_a_missing_password_or_value(tmp_path: Path) -> None:
     assert "no_such_value" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_entrypoint_makes_a_certificate_and_runs_asterisk_in_front(tmp_path: Path) -> None:
     from cryptography import x509
 

@@ -23,7 +23,7 @@ from switchboard_contracts.subjects import call_leg_ended
 
 from tests.conftest import make_tenant
 from tests.integration.test_sounds import staged_uploads
-from tests.media.conftest import SeaweedFS, start_seaweedfs
+from tests.media.conftest import media_platform
 from tests.support import Platform
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,14 +31,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    server: SeaweedFS = start_seaweedfs()
-    work = tmp_path_factory.mktemp("recordings")
-    media_env = server.media_env("sb-rec")
-    cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
-    platform = Platform(work, cdr_env=cdr_env, request_timeout="10", media_env=media_env).start()
-    yield platform
-    platform.stop()
-    server.cleanup()
+    with media_platform(tmp_path_factory.mktemp("recordings"), "sb-rec") as platform:
+        yield platform
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 from minio import Minio
 from switchboard_media.storage import ObjectStore
 
-from tests.support import ROOT, free_port, port_open
+from tests.support import ROOT, Platform, free_port, port_open
 
 SCRIPT = ROOT / "scripts" / "seaweedfs.sh"
 LOCAL_ACCESS_KEY = "sb-test-access"
@@ -178,6 +179,28 @@ def start_seaweedfs() -> SeaweedFS:
     except RuntimeError as exc:
         shutil.rmtree(server.data_dir, ignore_errors=True)
         pytest.fail(str(exc))
+
+
+@contextmanager
+def media_platform(
+    work: Path, bucket_prefix: str, request_timeout: str = "10", **services: Any
+) -> Iterator[Platform]:
+    """A private platform with call history (chDB) and the media service on a private SeaweedFS
+    (bucket ``<bucket_prefix>-<random>``); ``services`` adds e.g. ``callflow_env``."""
+    server = start_seaweedfs()
+    cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
+    platform = Platform(
+        work,
+        cdr_env=cdr_env,
+        request_timeout=request_timeout,
+        media_env=server.media_env(bucket_prefix),
+        **services,
+    )
+    try:
+        yield platform.start()
+    finally:
+        platform.stop()
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")

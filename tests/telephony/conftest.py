@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from scripts.asterisk import Instance, build, why_not_runnable
-from tests.media.conftest import SeaweedFS, start_seaweedfs
+from tests.media.conftest import media_platform
 from tests.support import Platform, free_port
 from tests.telephony.baresip import PhoneFactory
 from tests.telephony.helpers import AriProbe, wait_ready
@@ -73,15 +73,8 @@ def telephony(asterisk: Instance) -> Iterator[Telephony]:
         "SB_CALLFLOW_ASTERISK_SOUNDS_DIR": f"{asterisk.home_in_root}/sounds",
     }
     callflow_env["SB_CALLFLOW_RECORDINGS_DIR"] = str(asterisk.home / "state/spool/recording")
-    cdr_env = {"SB_CDR_CHDB_PATH": str(work / "chdb"), "SB_CDR_BATCH_MAX_WAIT": "0.2"}
-    s3: SeaweedFS = start_seaweedfs()
-    media_env = s3.media_env("sb-tel")
-    platform = Platform(
-        work, cdr_env=cdr_env, request_timeout="5", callflow_env=callflow_env, media_env=media_env
-    ).start()
-    yield Telephony(platform, asterisk, work)
-    platform.stop()
-    s3.cleanup()
+    with media_platform(work, "sb-tel", request_timeout="5", callflow_env=callflow_env) as platform:
+        yield Telephony(platform, asterisk, work)
     shutil.rmtree(work, ignore_errors=True)
 
 
