@@ -132,7 +132,3 @@ class Conferences:
             room.moh = alone
         except AriError as exc:
             log.warning("conference music: %s", exc)
-
-    async def add(self, tenant_id: str, room: ConferenceRoom, channel_id: str) -> None:
-        """Move an answered channel into a room (a blind transfer to its number)."""
-        await self._enter((tenant_id, room.number), channel_id)

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from switchboard_contracts.cdr import CallRecord
-from switchboard_contracts.devices import DeviceRegistration
 
 from .adapters.ami import Contacts
 from .adapters.ari import Ari, AriError
@@ -113,11 +112,6 @@ class CallService:
                 log.warning("contacts not read: %r", exc)
             contacts = self.registry.contacts(object_id)
         return contacts
-
-    def registration_event(self, change: DeviceRegistration) -> None:  # pragma: no cover - wiring
-        pass
-
-    # provisioning --------------------------------------------------------------------------
 
     def desired(self) -> dict[str, tuple[PjsipObjects, list[tuple[str, list[tuple[str, str]]]]]]:
         wanted: dict[str, tuple[PjsipObjects, list[tuple[str, list[tuple[str, str]]]]]] = {}

@@ -65,6 +65,3 @@ class SoundCache:
         partial.write_bytes(b"".join(chunks))
         partial.chmod(0o644)
         partial.rename(path)
-
-    def forget(self, tenant_id: str, sound_id: str) -> None:
-        (self.local / tenant_id / f"{sound_id}.wav").unlink(missing_ok=True)
