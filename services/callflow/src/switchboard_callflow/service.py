@@ -113,6 +113,8 @@ class CallService:
             contacts = self.registry.contacts(object_id)
         return contacts
 
+    # provisioning --------------------------------------------------------------------------
+
     def desired(self) -> dict[str, tuple[PjsipObjects, list[tuple[str, list[tuple[str, str]]]]]]:
         wanted: dict[str, tuple[PjsipObjects, list[tuple[str, list[tuple[str, str]]]]]] = {}
         for config in self.directory.tenants.values():
