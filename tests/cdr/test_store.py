@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -169,6 +169,43 @@ class StoreContract:
         assert {leg.leg_id: leg.model_dump() for leg in group.legs} == {
             record.leg_id: record.model_dump(exclude={"version", "tenant_id"}) for record in calls.records
         }
+
+    def test_times_are_kept_in_utc_to_the_second(self, store: SqlCallStore) -> None:
+        """A record may carry any UTC offset and fractions of a second: the store keeps whole
+        seconds in UTC, in the legs it returns and in the columns it searches."""
+        calls = Calls(new_tenant())
+        moscow = timezone(timedelta(hours=3))
+        start = datetime(2024, 3, 14, 12, 0, 1, 750_000, tzinfo=moscow)  # 09:00:01.75 UTC
+        calls.records.append(
+            CallRecord(
+                tenant_id=calls.tenant_id,
+                linkedid="1710406801.5",
+                leg_id="1710406801.5",
+                start=start,
+                answer=start + timedelta(seconds=4, microseconds=300_000),
+                end=start + timedelta(seconds=64),
+                caller_number="+79161234567",
+                called_number="101",
+                disposition="answered",
+                duration=64,
+                billsec=59,
+            )
+        )
+        calls.leg("1710406900.1", "102", "+79161234567", answered=False, at=T0 + timedelta(minutes=5))
+        store.insert(calls.records)
+
+        first_second = T0 + timedelta(seconds=1)
+        page = search(store, calls.tenant_id, "+79161234567", first_second, first_second + timedelta(seconds=1))
+        assert linkedids(page) == ["1710406801.5"]
+        (leg,) = page.items[0].legs
+        assert (leg.start, leg.answer, leg.end) == (
+            first_second,
+            datetime(2024, 3, 14, 9, 0, 6, tzinfo=UTC),
+            datetime(2024, 3, 14, 9, 1, 5, tzinfo=UTC),
+        )
+        assert leg.start.utcoffset() == timedelta(0)
+        missed = search(store, calls.tenant_id, "102").items[0].legs[0]
+        assert (missed.answer, missed.end) == (None, T0 + timedelta(minutes=5, seconds=20))
 
     def test_pair_both_directions_answered_only(self, store: SqlCallStore) -> None:
         calls = Calls(new_tenant())

@@ -14,6 +14,7 @@ by chDB's ``Python()`` table function, and the ``payload`` column is rendered by
 from __future__ import annotations
 
 import json
+import operator
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,7 +121,7 @@ def _select_expression(name: str) -> str:
 
 
 _PAYLOAD = (
-    f"formatRowNoNewline('JSONCompactEachRow', toUInt8({PAYLOAD_V1}), start, answer, end, caller_number,"
+    f"formatRowNoNewline('JSONCompactEachRow', toUInt8({PAYLOAD_V1}), toUInt32(start), toUInt32(answer), toUInt32(end), caller_number,"
     " caller_name, called_number, called_name, caller_account, called_account, disposition, duration,"
     " billsec, queue_number, ivr_number, ivr_digits, transfer, transferred_to, recording_id)"
 )
@@ -131,23 +132,26 @@ _ARROW_INSERT = (  # built from this module's constants only
 )
 
 
-def _epochs(values: list[Any]) -> pa.Array:
-    return pa.array([None if value is None else int(value.timestamp()) for value in values], pa.uint32())
+#: A record's values in ``_ARROW_COLUMNS`` order, straight from its field dict (one C call a
+#: record instead of a getattr a field: measured 2.2 us a record instead of 4-6 us).
+_ARROW_ROW = operator.itemgetter(*_ARROW_COLUMNS)
+_TIMESTAMP = pa.timestamp("s", tz="UTC")
+_STRING = pa.string()
+_UINT32 = pa.uint32()
 
 
 def _arrow_batch(records: Sequence[CallRecord]) -> pa.Table:
-    """The records as an Arrow table: times as epoch seconds, enums as their values, absent
-    optional values as nulls."""
-    string = pa.string()
+    """The records as an Arrow table: times as UTC timestamps in whole seconds (pyarrow
+    converts aware datetimes and drops the fraction), enums as their values (StrEnum members
+    are strings), absent optional values as nulls."""
+    rows = [_ARROW_ROW(record.__dict__) for record in records]
     columns: dict[str, pa.Array] = {}
-    for name in _ARROW_COLUMNS:
-        values = [getattr(record, name) for record in records]
+    transposed = zip(*rows, strict=True) if rows else [()] * len(_ARROW_COLUMNS)
+    for name, values in zip(_ARROW_COLUMNS, transposed, strict=True):
         if name in ("start", "answer", "end"):
-            columns[name] = _epochs(values)
+            columns[name] = pa.array(values, _TIMESTAMP)
         elif name in ("duration", "billsec"):
-            columns[name] = pa.array(values, pa.uint32())
-        elif name in ("disposition", "transfer"):
-            columns[name] = pa.array([None if value is None else value.value for value in values], string)
+            columns[name] = pa.array(values, _UINT32)
         else:
-            columns[name] = pa.array(values, string)
+            columns[name] = pa.array(values, _STRING)
     return pa.table(columns)
