@@ -978,16 +978,16 @@ def phase_store(
     store = ChdbCallStore(path)
     store.migrate()
     engine = {"seconds": 0.0}
-    query = store._query
+    command = store._command  # inserts run as a statement on the store's writer connection
 
-    def timed_query(sql: str, fmt: str) -> str:
+    def timed_command(sql: str) -> None:
         t0 = time.perf_counter()
         try:
-            return query(sql, fmt)
+            command(sql)
         finally:
             engine["seconds"] += time.perf_counter() - t0
 
-    store._query = timed_query  # type: ignore[method-assign]
+    store._command = timed_command  # type: ignore[method-assign]
     make = record_factory()
     gen_s = convert_s = insert_s = 0.0
     rows = 0

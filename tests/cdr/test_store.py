@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -195,7 +196,9 @@ class StoreContract:
         store.insert(calls.records)
 
         first_second = T0 + timedelta(seconds=1)
-        page = search(store, calls.tenant_id, "+79161234567", first_second, first_second + timedelta(seconds=1))
+        page = search(
+            store, calls.tenant_id, "+79161234567", first_second, first_second + timedelta(seconds=1)
+        )
         assert linkedids(page) == ["1710406801.5"]
         (leg,) = page.items[0].legs
         assert (leg.start, leg.answer, leg.end) == (
@@ -457,6 +460,20 @@ class TestChdbStore(StoreContract):
     @pytest.fixture
     def store(self, chdb_store: ChdbCallStore) -> SqlCallStore:
         return chdb_store
+
+    def test_searches_do_not_wait_for_the_writer(self, store: ChdbCallStore) -> None:
+        """Searches have connections of their own: while the writer connection is busy (an
+        insert of a whole batch holds it for hundreds of milliseconds), two searches run side
+        by side and answer."""
+        calls = Calls(new_tenant())
+        calls.leg("1710406800.1", "101", "+79161234567")
+        calls.leg("1710406800.2", "102", "+79161234567", at=T0 + timedelta(minutes=1))
+        store.insert(calls.records)
+        with store._writer._lock, ThreadPoolExecutor(2) as pool:  # the writer is busy
+            pages = [pool.submit(search, store, calls.tenant_id, number) for number in ("101", "102")]
+            done, _ = wait(pages, timeout=30)
+            assert len(done) == 2, "a search waited for the writer connection"
+            assert [linkedids(page.result()) for page in pages] == [["1710406800.1"], ["1710406800.2"]]
 
 
 class TestServerStore(StoreContract):

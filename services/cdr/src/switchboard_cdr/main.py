@@ -38,7 +38,7 @@ def build_store(settings: Settings) -> CallStore:
         )
     from .store.chdb_backend import ChdbCallStore
 
-    return ChdbCallStore(settings.chdb_path)
+    return ChdbCallStore(settings.chdb_path, readers=settings.chdb_readers)
 
 
 def build(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     #: ClickHouse server over the native protocol (docker-compose, Kubernetes).
     backend: Literal["chdb", "server"] = "chdb"
     chdb_path: str = "data/cdr"
+    #: chDB connections that only read (searches, health): that many searches run at once,
+    #: and none waits behind an insert, which has a connection of its own.
+    chdb_readers: int = Field(default=2, ge=1, le=16)
     clickhouse_host: str = "127.0.0.1"
     clickhouse_port: int = 9000
     clickhouse_database: str = "switchboard"

@@ -1,8 +1,10 @@
 """Embedded backend: chDB (the ClickHouse engine in-process), data kept under a directory.
 
 chDB runs one embedded server per process, bound to the first data path opened: a second
-store on another path in the same process fails until the first is closed. Every use of the
-session goes through one lock.
+store on another path in the same process fails until the first is closed. The store holds
+several connections to it, each used by one thread at a time: one for inserts and other
+statements, the others for reads (``readers``), so a search never waits behind an insert of a
+whole batch (hundreds of milliseconds) and searches run side by side.
 
 Inserts hand chDB the batch as an Arrow table (one Python list per column, no per-row
 formatting or parsing: measured about 3x faster than the JSON rows of the server backend) read
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import json
 import operator
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import chdb.session
+import chdb
 import pyarrow as pa
 from switchboard_contracts.cdr import CallRecord
 
@@ -28,50 +31,82 @@ from .base import INSERT_COLUMNS, SqlCallStore, StoreError, new_version
 from .queries import PAYLOAD_V1, sql_int
 from .schema import CALL_COLUMN_NAMES
 
-#: Settings of the session (chDB 26; the 18.16 server knows neither). Searches are a few short
-#: key-range reads, each paying a fixed cost: the query condition cache only helps a predicate
-#: that repeats (each search has its own) and costs a write per read, and the implicit
+#: Settings of every connection (chDB 26; the 18.16 server knows neither). Searches are a few
+#: short key-range reads, each paying a fixed cost: the query condition cache only helps a
+#: predicate that repeats (each search has its own) and costs a write per read, and the implicit
 #: min-max projection is analysed for every aggregate. Measured at 1M rows: number and pair
 #: searches about 1-2 ms faster.
 SESSION_SETTINGS = ("use_query_condition_cache = 0", "optimize_use_implicit_projections = 0")
 
 #: chdb ships without complete type hints: use it through Any.
-_Session: Any = chdb.session.Session
+_connect: Any = chdb.connect
 
 
-class ChdbCallStore(SqlCallStore):
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+class _Connection:
+    """One chDB connection, used by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
-        try:
-            self._session: Any = _Session(str(self.path))
-            for setting in SESSION_SETTINGS:
-                self._session.query(f"SET {setting}")
-        except Exception as exc:
-            raise StoreError(f"chDB could not open {self.path}: {exc}") from exc
+        self._conn: Any = _connect(str(path))
+        for setting in SESSION_SETTINGS:
+            self._conn.query(f"SET {setting}")
 
-    def _query(self, sql: str, fmt: str) -> str:
+    def query(self, sql: str, fmt: str) -> str:
         with self._lock:
-            if self._session is None:
+            if self._conn is None:
                 raise StoreError("the chDB store is closed")
             try:
-                result = self._session.query(sql, fmt)
+                result = self._conn.query(sql, fmt)
             except Exception as exc:
                 raise StoreError(f"chDB: {exc}") from exc
             return bytes(result.bytes()).decode("utf-8")
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class ChdbCallStore(SqlCallStore):
+    def __init__(self, path: str | Path, readers: int = 2) -> None:
+        if readers < 1:
+            raise ValueError("the chDB store needs at least one reader connection")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._connections: list[_Connection] = []
+        self._idle_readers: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
+        try:
+            self._writer = self._open()
+            for _ in range(readers):
+                self._idle_readers.put(self._open())
+        except Exception as exc:
+            self.close()
+            raise StoreError(f"chDB could not open {self.path}: {exc}") from exc
+
+    def _open(self) -> _Connection:
+        connection = _Connection(self.path)
+        self._connections.append(connection)
+        return connection
+
+    def _read(self, sql: str, fmt: str) -> str:
+        reader = self._idle_readers.get()  # waits while every reader is busy
+        try:
+            return reader.query(sql, fmt)
+        finally:
+            self._idle_readers.put(reader)
+
     def _select(self, sql: str) -> Sequence[Sequence[Any]]:
-        text = self._query(sql, "JSONCompactEachRow")
+        text = self._read(sql, "JSONCompactEachRow")
         return [json.loads(line) for line in text.splitlines() if line]
 
     def _select_counted(self, sql: str) -> tuple[Sequence[Sequence[Any]], int | None]:
-        document = json.loads(self._query(sql, "JSONCompact"))
+        document = json.loads(self._read(sql, "JSONCompact"))
         before_limit = document.get("rows_before_limit_at_least")
         return document["data"], None if before_limit is None else int(before_limit)
 
     def _command(self, sql: str) -> None:
-        self._query(sql, "TabSeparated")
+        self._writer.query(sql, "TabSeparated")
 
     def insert(self, records: Sequence[CallRecord]) -> None:
         if not records:
@@ -90,10 +125,9 @@ class ChdbCallStore(SqlCallStore):
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+        """Close every connection (a query after this raises StoreError)."""
+        for connection in self._connections:
+            connection.close()
 
 
 #: Optional strings are '' in the tables when absent (null in the payload), transfer 'none'.
