@@ -1304,7 +1304,11 @@ def sustained_rate(progress: list[tuple[float, int]], base: int, count: int) -> 
 
 
 async def ingest_async(
-    args: argparse.Namespace, platform: Platform, payloads: Path, rows: int
+    args: argparse.Namespace,
+    platform: Platform,
+    payloads: Path,
+    rows: int,
+    searches: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     import nats
     from switchboard_contracts.subjects import CALL_RECORDS_DEAD_STREAM, CALL_RECORDS_STREAM
@@ -1350,6 +1354,8 @@ async def ingest_async(
             progress: list[tuple[float, int]] = []
             t0 = time.perf_counter()
             poller = asyncio.create_task(_poll_progress(js, CALL_RECORDS_STREAM, durable, progress))
+            consumed = asyncio.Event()
+            searching = asyncio.create_task(searches_while(nc, searches, consumed))
             publish_s = await publish(nc, js, payloads, 0, split, args.publish_mode, args.window)
             last_seq = await published_up_to(js, CALL_RECORDS_STREAM, base + split)
             poller.cancel()
@@ -1359,6 +1365,8 @@ async def ingest_async(
                 js, CALL_RECORDS_STREAM, durable, last_seq, args.ingest_timeout, progress
             )
             cpu1 = (cpu_seconds(platform.cdr.pid), cpu_seconds(platform.nats.pid), own_cpu())
+            consumed.set()
+            searched = await searching
             e2e = done - t0
             result["concurrent"] = {
                 "records": split,
@@ -1367,6 +1375,7 @@ async def ingest_async(
                 "end_to_end_seconds": round(e2e, 2),
                 "end_to_end_rate": round(split / e2e),
                 "sustained_rate_10_90": sustained_rate(progress, base, split),
+                "searches_while_ingesting": searched,
                 "cpu_seconds": {
                     "cdr": round(cpu1[0] - cpu0[0], 1),
                     "nats_server": round(cpu1[1] - cpu0[1], 1),
@@ -1418,6 +1427,40 @@ async def ingest_async(
     finally:
         await nc.close()
     return result
+
+
+async def searches_while(
+    nc: Any, searches: dict[str, list[dict[str, Any]]], stop: asyncio.Event
+) -> dict[str, Any]:
+    """Searches over the bus, every kind in turn, one at a time with a 50 ms pause, until
+    ``stop``: what a user searching the history sees while records pour in (the records are
+    still arriving, so totals are not compared)."""
+    from switchboard_contracts.subjects import cdr_search
+
+    items = [
+        (item["tenant"], json.dumps(search_request(item).model_dump(mode="json")).encode())
+        for batch in zip(*(searches[kind] for kind in SEARCH_KINDS), strict=False)
+        for item in batch
+    ]
+    latencies: list[float] = []
+    failures = 0
+    index = 0
+    while not stop.is_set() and items:
+        tenant, body = items[index % len(items)]
+        index += 1
+        t0 = time.perf_counter()
+        try:
+            reply = await nc.request(cdr_search(tenant), body, timeout=30)
+            if not json.loads(reply.data).get("ok"):
+                failures += 1
+                continue
+        except Exception:
+            failures += 1
+            continue
+        latencies.append(time.perf_counter() - t0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.05)
+    return {**stats(latencies), "failures": failures}
 
 
 async def _poll_progress(js: Any, stream: str, durable: str, progress: list[tuple[float, int]]) -> None:
@@ -2013,10 +2056,12 @@ def main(argv: list[str] | None = None) -> int:
                 platform.start_nats()
                 ready_s = platform.start_cdr()
                 report["ingest"] = {"encoded": encoded, "service_ready_seconds": round(ready_s, 2)}
-                report["ingest"].update(asyncio.run(ingest_async(args, platform, payloads, encoded["rows"])))
+                searches = searches_ready()
+                report["ingest"].update(
+                    asyncio.run(ingest_async(args, platform, payloads, encoded["rows"], searches))
+                )
                 if not args.keep:
                     payloads.unlink(missing_ok=True)
-                searches = searches_ready()
                 log("bus: searching")
                 report["bus"] = {}
                 report["bus"]["search"], totals["bus"] = asyncio.run(bus_searches(platform, searches))

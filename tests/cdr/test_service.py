@@ -5,8 +5,11 @@ the store (records wait in JetStream and drain)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -49,6 +52,24 @@ def start_clickhouse(data_dir: Path, tcp: int, http: int) -> None:
 
 def stop_clickhouse(data_dir: Path) -> None:
     subprocess.run([str(SCRIPT), "stop", str(data_dir)], capture_output=True, timeout=60, check=False)
+
+
+def parsing_workers(platform: Platform) -> list[int]:
+    """Process ids of the cdr service's parsing processes (spawned children running
+    ``multiprocessing.spawn``; the resource tracker is not one)."""
+    proc = platform.services["cdr"].proc
+    assert proc is not None
+    children: list[int] = []
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(pid) for pid in (task / "children").read_text().split()]
+    workers = []
+    for pid in children:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                workers.append(pid)
+    return workers
 
 
 class ServiceContract:
@@ -203,6 +224,42 @@ class TestChdbService(ServiceContract):
         yield platform
         platform.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+    async def test_nothing_lost_when_the_parsing_process_dies(self, platform: Platform, js: Any) -> None:
+        """With chDB the service parses batches in a child process: when it is killed, the
+        batch comes back, a new process parses it, and every record is stored once."""
+        tenant, api = await self.tenant(platform)
+        (worker,) = parsing_workers(platform)
+        os.kill(worker, signal.SIGKILL)
+        records = [
+            leg(tenant, f"1700000020.{i}", f"p{i}", "301", f"{400 + i}", minutes_ago=4) for i in range(20)
+        ]
+        await self.publish(js, records)
+        page = await self.search_until(api, tenant, 20, limit=100)
+        assert page["total"] == 20
+        assert sorted(c["legs"][0]["leg_id"] for c in page["items"]) == sorted(r["leg_id"] for r in records)
+        assert all(len(c["legs"]) == 1 for c in page["items"])
+        assert parsing_workers(platform) not in ([], [worker])
+        await api.aclose()
+
+    def test_parsing_processes_end_with_the_service(self, platform: Platform) -> None:
+        """Killed outright (SIGKILL, no shutdown), the service leaves no parsing process
+        behind."""
+        cdr = platform.services["cdr"]
+        workers = parsing_workers(platform)
+        assert workers
+        assert cdr.proc is not None
+        cdr.proc.kill()
+        cdr.proc.wait(10)
+        try:
+            wait_for(
+                lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+                10,
+                "parsing processes to end",
+            )
+        finally:
+            cdr.proc = None
+            cdr.start()
 
     async def test_503_when_cdr_is_down(self, platform: Platform) -> None:
         tenant, api = await self.tenant(platform)

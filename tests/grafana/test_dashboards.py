@@ -433,7 +433,7 @@ def _chdb_worker(request_file: str, result_file: str) -> None:
         results: dict[str, Any] = {}
         for key, sql in request["queries"].items():
             try:
-                document = json.loads(store._query(sql, "JSONCompact"))
+                document = json.loads(store._read(sql, "JSONCompact"))
             except Exception as exc:
                 results[key] = {"error": str(exc)}
                 continue

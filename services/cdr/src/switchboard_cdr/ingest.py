@@ -8,9 +8,10 @@ nats-py's ``fetch``, which costs about 20 us a message (measured 36k msgs/s with
 hand). At most one request is open at a time, for what the batch being collected still lacks,
 and it expires within ``max_wait`` (a 408 status ends it early).
 
-Collecting and writing overlap: a writer task inserts batch k while the collector gathers batch
-k+1 (and at most one more waits in between), so the consumer's ``max_ack_pending`` must exceed
-three batches. Guarantees:
+Collecting, parsing and writing overlap: a writer task inserts batch k while the parsing
+processes (``prepare``) validate batch k+1 and the collector gathers the next (at most one
+more waits in between), so the consumer's ``max_ack_pending`` must exceed five batches.
+Guarantees:
 
 - a record is acknowledged only after the insert holding it committed;
 - a malformed record is dead-lettered with the reason and terminated, never retried, never
@@ -39,12 +40,20 @@ from nats.js.errors import NotFoundError
 from switchboard_contracts.subjects import CALL_RECORDS_STREAM
 
 from .events import DeadLetters
+from .prepare import Prepared, PrepareError, PreparePool
 from .service import CallHistoryService, Parsed, parse_batch
 from .store import StoreError
 
 log = logging.getLogger(__name__)
 
 _ACK = b"+ACK"
+
+
+def _nak(delay: float) -> bytes:
+    """A negative acknowledgement: JetStream hands the message again after ``delay`` seconds."""
+    return f'-NAK {{"delay": {int(delay * 1e9)}}}'.encode()
+
+
 _TERM = b"+TERM"
 _STATUS = "Status"
 #: Longest life of one pull request (seconds): when the service stops, the records a request
@@ -65,6 +74,7 @@ class Ingestor:
         batch_size: int,
         max_wait: float,
         stream: str = CALL_RECORDS_STREAM,
+        pool: PreparePool | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -74,6 +84,8 @@ class Ingestor:
         self._stream = stream
         self._batch_size = batch_size
         self._max_wait = max_wait
+        #: Parses batches in other processes (records encoded for the store); None: in a thread.
+        self._pool = pool
         self.committed = 0
         self.rejected = 0
         self.running = False
@@ -98,8 +110,9 @@ class Ingestor:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=120,
-            # the batch being written, one queued, the one being collected, and some slack
-            max_ack_pending=max((QUEUED_BATCHES + 3) * self._batch_size, 10_000),
+            # the batch being written, one parsed, one being parsed, one queued, the one being
+            # collected, and some slack
+            max_ack_pending=max((QUEUED_BATCHES + 5) * self._batch_size, 10_000),
             max_deliver=-1,  # a store outage must not turn good records into lost ones
         )
 
@@ -191,40 +204,88 @@ class Ingestor:
     # Writing --------------------------------------------------------------------------------
 
     async def _writer(self, batches: asyncio.Queue[list[Msg]]) -> None:
+        """Write the batches one after another. With parsing processes, a preparer task parses
+        the next batch while this one is written."""
+        ready: asyncio.Queue[tuple[list[Msg], Prepared | None]] = asyncio.Queue(maxsize=1)
+        preparer = asyncio.create_task(self._preparer(batches, ready))
         backoff = 0.5
+        try:
+            while True:
+                getter = asyncio.ensure_future(ready.get())
+                await asyncio.wait({getter, preparer}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    preparer.result()  # raises what stopped it
+                    raise RuntimeError("the ingest preparer stopped")
+                batch, prepared = getter.result()
+                try:
+                    if await self._write(batch, prepared, backoff):
+                        backoff = 0.5
+                    else:
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                finally:
+                    batches.task_done()
+        finally:
+            preparer.cancel()
+
+    async def _preparer(
+        self, batches: asyncio.Queue[list[Msg]], ready: asyncio.Queue[tuple[list[Msg], Prepared | None]]
+    ) -> None:
+        """Hand each batch to the writer, parsed by the pool first when there is one; a batch
+        the pool failed on is nak'ed here (it comes back a second later)."""
         while True:
             batch = await batches.get()
+            if self._pool is None:
+                await ready.put((batch, None))
+                continue
             try:
-                if await self._write(batch, backoff):
-                    backoff = 0.5
-                else:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
-            finally:
+                prepared = await self._pool.prepare([(msg.subject, msg.data) for msg in batch])
+            except PrepareError as exc:
+                log.warning("%s; %d records stay in JetStream", exc, len(batch))
+                await self._reply_all([msg.reply for msg in batch], _nak(1.0))
                 batches.task_done()
+                continue
+            await ready.put((batch, prepared))
 
-    async def _write(self, batch: list[Msg], backoff: float) -> bool:
-        """Validate and insert in a worker thread (the event loop keeps collecting), dead-letter
-        the rejected records, then acknowledge the stored ones; when the store failed, nak them
-        with a ``backoff`` delay instead and return False."""
-        parsed, error = await asyncio.to_thread(
-            self._parse_and_insert, [(msg.subject, msg.data) for msg in batch]
-        )
-        for rejected in parsed.rejected:
+    async def _write(self, batch: list[Msg], prepared: Prepared | None, backoff: float) -> bool:
+        """Insert in a worker thread (the event loop keeps collecting) the batch parsed by the
+        pool, or parse and insert it there; dead-letter the rejected records, then acknowledge
+        the stored ones. When the store failed, nak them with a ``backoff`` delay instead and
+        return False."""
+        error: StoreError | None
+        if prepared is not None:
+            rejected_records, record_indexes = prepared.rejected, prepared.record_indexes
+            error = (
+                await asyncio.to_thread(self._insert_encoded, prepared.encoded) if record_indexes else None
+            )
+        else:
+            parsed, error = await asyncio.to_thread(
+                self._parse_and_insert, [(msg.subject, msg.data) for msg in batch]
+            )
+            rejected_records, record_indexes = parsed.rejected, parsed.record_indexes
+        for rejected in rejected_records:
             msg = batch[rejected.index]
             await self._dead.publish(
                 rejected.tenant_token, msg.subject, msg.data, rejected.reason, msg.metadata.sequence.stream
             )
             await self._nc.publish(msg.reply, _TERM)
             self.rejected += 1
-        replies = [batch[index].reply for index in parsed.record_indexes]
+        replies = [batch[index].reply for index in record_indexes]
         if error is not None:
             log.warning("store unavailable (%s); %d records stay in JetStream", error, len(replies))
-            await self._reply_all(replies, f'-NAK {{"delay": {int(backoff * 1e9)}}}'.encode())
+            await self._reply_all(replies, _nak(backoff))
             return False
         await self._reply_all(replies, _ACK)
-        self.committed += len(parsed.records)
+        self.committed += len(replies)
         return True
+
+    def _insert_encoded(self, data: bytes) -> StoreError | None:
+        try:
+            self._service.insert_encoded_sync(data)
+        except StoreError as exc:
+            return exc
+        return None
 
     def _parse_and_insert(self, items: list[tuple[str, bytes]]) -> tuple[Parsed, StoreError | None]:
         # The batch's objects are short-lived and acyclic: the cyclic collector, which would

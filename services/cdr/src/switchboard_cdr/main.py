@@ -18,6 +18,7 @@ from switchboard_contracts.runtime import broker_connected, connect_with_retry, 
 from . import events, handlers
 from .events import DeadLetters, ensure_streams
 from .ingest import Ingestor
+from .prepare import PreparePool
 from .service import CallHistoryService
 from .settings import Settings
 from .store import CallStore
@@ -55,6 +56,7 @@ def build(
     background: list[asyncio.Task[None]] = []
     ingesting: list[asyncio.Task[None]] = []
     ingestors: list[Ingestor] = []
+    pools: list[PreparePool] = []
 
     async def startup() -> None:
         while True:
@@ -67,6 +69,11 @@ def build(
         await connect_with_retry(broker, settings.nats_url)
         js = broker.connection.jetstream()
         await ensure_streams(js)
+        pool = None
+        if settings.parse_workers and service.accepts_arrow:
+            pool = PreparePool(settings.parse_workers)
+            pools.append(pool)
+            await pool.start()
         ingestor = Ingestor(
             broker.connection,
             js,
@@ -75,6 +82,7 @@ def build(
             settings.consumer_name,
             settings.batch_size,
             settings.batch_max_wait,
+            pool=pool,
         )
         ingestors.append(ingestor)
         ingesting.append(asyncio.create_task(_forever(ingestor.run, "ingestion")))
@@ -93,6 +101,8 @@ def build(
             await asyncio.wait(background, timeout=5)
 
     async def after_shutdown() -> None:
+        for pool in pools:
+            await asyncio.to_thread(pool.close)
         await service.close()
 
     async def probe() -> tuple[dict[str, bool], dict[str, Any]]:
@@ -145,6 +155,9 @@ async def _retention(service: CallHistoryService, settings: Settings) -> None:
 
 
 def run() -> None:
+    import sys
+
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
     app, _ = build(settings)

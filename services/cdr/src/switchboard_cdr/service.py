@@ -185,8 +185,19 @@ class CallHistoryService:
 
     def insert_sync(self, records: Sequence[CallRecord]) -> None:
         """``insert`` for a worker thread."""
+        self._committing(lambda store: store.insert(records))
+
+    def insert_encoded_sync(self, data: bytes) -> None:
+        """Insert a batch encoded by ``store.arrow.encode`` (see ``prepare``), in a worker thread."""
+        self._committing(lambda store: store.insert_encoded(data))
+
+    @property
+    def accepts_arrow(self) -> bool:
+        return self._store.accepts_arrow
+
+    def _committing(self, write: Callable[[CallStore], None]) -> None:
         try:
-            self._store.insert(records)
+            write(self._store)
         except StoreError:
             self.store_ok = False
             raise

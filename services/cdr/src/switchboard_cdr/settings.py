@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     #: batches ingest faster and leave fewer parts for the searches to read.
     batch_size: int = 50_000
     batch_max_wait: float = 2.0
+    #: Processes that validate and encode record batches (chDB backend; 0: a thread of the
+    #: service's own process, where that work holds the GIL the event loop and searches need).
+    parse_workers: int = Field(default=1, ge=0, le=8)
     consumer_name: str = "cdr-ingest"
     #: Call history kept per tenant, in months (whole months are deleted); 0 keeps everything.
     retention_months: int = 36

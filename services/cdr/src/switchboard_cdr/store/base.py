@@ -46,6 +46,14 @@ class CallStore(abc.ABC):
         """Insert one batch in one statement. Inserting a leg again (same leg_id) is harmless:
         every search and count sees it once."""
 
+    #: Whether ``insert_encoded`` takes batches encoded by ``arrow.encode`` (records parsed
+    #: and encoded in another process, see ``prepare``).
+    accepts_arrow = False
+
+    def insert_encoded(self, data: bytes) -> None:
+        """Insert a batch encoded by ``arrow.encode`` (only when ``accepts_arrow``)."""
+        raise NotImplementedError(f"{type(self).__name__} takes records, not encoded batches")
+
     @abc.abstractmethod
     def search(
         self,

@@ -16,7 +16,6 @@ by chDB's ``Python()`` table function, and the ``payload`` column is rendered by
 from __future__ import annotations
 
 import json
-import operator
 import queue
 import threading
 from collections.abc import Sequence
@@ -27,9 +26,9 @@ import chdb
 import pyarrow as pa
 from switchboard_contracts.cdr import CallRecord
 
+from .arrow import ARROW_COLUMNS, arrow_batch, decode
 from .base import INSERT_COLUMNS, SqlCallStore, StoreError, new_version
 from .queries import PAYLOAD_V1, sql_int
-from .schema import CALL_COLUMN_NAMES
 
 #: Settings of every connection (chDB 26; the 18.16 server knows neither). Searches are a few
 #: short key-range reads, each paying a fixed cost: the query condition cache only helps a
@@ -69,6 +68,8 @@ class _Connection:
 
 
 class ChdbCallStore(SqlCallStore):
+    accepts_arrow = True
+
     def __init__(self, path: str | Path, readers: int = 2) -> None:
         if readers < 1:
             raise ValueError("the chDB store needs at least one reader connection")
@@ -111,7 +112,14 @@ class ChdbCallStore(SqlCallStore):
     def insert(self, records: Sequence[CallRecord]) -> None:
         if not records:
             return
-        arrow_batch = _arrow_batch(records)  # read by name by Python(arrow_batch) below
+        self._insert_table(arrow_batch(records))
+
+    def insert_encoded(self, data: bytes) -> None:
+        """Insert a batch encoded by ``arrow.encode`` (in a parsing process)."""
+        self._insert_table(decode(data))
+
+    def _insert_table(self, table: pa.Table) -> None:
+        arrow_batch = table  # read by name by Python(arrow_batch) below
         self._command(_ARROW_INSERT.format(version=sql_int(new_version())))
         del arrow_batch
 
@@ -139,7 +147,6 @@ _OPTIONAL = (
     "transferred_to",
     "recording_id",
 )
-_ARROW_COLUMNS = [name for name in CALL_COLUMN_NAMES if name != "version"]
 
 
 def _select_expression(name: str) -> str:
@@ -160,32 +167,7 @@ _PAYLOAD = (
     " billsec, queue_number, ivr_number, ivr_digits, transfer, transferred_to, recording_id)"
 )
 _ARROW_INSERT = (  # built from this module's constants only
-    f"INSERT INTO calls_in ({', '.join(_ARROW_COLUMNS)}, version, payload)"  # noqa: S608
-    f" SELECT {', '.join(_select_expression(name) for name in _ARROW_COLUMNS)}, {{version}}, {_PAYLOAD}"
+    f"INSERT INTO calls_in ({', '.join(ARROW_COLUMNS)}, version, payload)"  # noqa: S608
+    f" SELECT {', '.join(_select_expression(name) for name in ARROW_COLUMNS)}, {{version}}, {_PAYLOAD}"
     " FROM Python(arrow_batch)"
 )
-
-
-#: A record's values in ``_ARROW_COLUMNS`` order, straight from its field dict (one C call a
-#: record instead of a getattr a field: measured 2.2 us a record instead of 4-6 us).
-_ARROW_ROW = operator.itemgetter(*_ARROW_COLUMNS)
-_TIMESTAMP = pa.timestamp("s", tz="UTC")
-_STRING = pa.string()
-_UINT32 = pa.uint32()
-
-
-def _arrow_batch(records: Sequence[CallRecord]) -> pa.Table:
-    """The records as an Arrow table: times as UTC timestamps in whole seconds (pyarrow
-    converts aware datetimes and drops the fraction), enums as their values (StrEnum members
-    are strings), absent optional values as nulls."""
-    rows = [_ARROW_ROW(record.__dict__) for record in records]
-    columns: dict[str, pa.Array] = {}
-    transposed = zip(*rows, strict=True) if rows else [()] * len(_ARROW_COLUMNS)
-    for name, values in zip(_ARROW_COLUMNS, transposed, strict=True):
-        if name in ("start", "answer", "end"):
-            columns[name] = pa.array(values, _TIMESTAMP)
-        elif name in ("duration", "billsec"):
-            columns[name] = pa.array(values, _UINT32)
-        else:
-            columns[name] = pa.array(values, _STRING)
-    return pa.table(columns)
