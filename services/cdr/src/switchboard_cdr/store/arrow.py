@@ -4,7 +4,6 @@ build and encode batches without loading chDB."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -15,24 +14,28 @@ from .schema import CALL_COLUMN_NAMES
 #: Columns of the table: the call columns but ``version`` (given by the insert).
 ARROW_COLUMNS = [name for name in CALL_COLUMN_NAMES if name != "version"]
 
-#: A record's values in ``ARROW_COLUMNS`` order, straight from its field dict (one C call a
-#: record instead of a getattr a field: measured 2.2 us a record instead of 4-6 us).
-_ARROW_ROW = operator.itemgetter(*ARROW_COLUMNS)
 _TIMESTAMP = pa.timestamp("s", tz="UTC")
 _STRING = pa.string()
 _UINT32 = pa.uint32()
 
 
 def arrow_batch(records: Sequence[CallRecord]) -> pa.Table:
-    """The records as an Arrow table: times as UTC timestamps in whole seconds (pyarrow
-    converts aware datetimes and drops the fraction), enums as their values (StrEnum members
-    are strings), absent optional values as nulls."""
-    rows = [_ARROW_ROW(record.__dict__) for record in records]
+    """The records as an Arrow table: times as epoch seconds (pyarrow converts aware datetimes
+    to UTC and drops the fraction), enums as their values (StrEnum members are strings), absent
+    optional values as nulls.
+
+    Values are read straight from each record's field dict, a column at a time (about 3 us a
+    record, against 4-6 us with a getattr a field): no object per record is made, which would
+    wake the cyclic garbage collector over a batch's fresh records again and again (measured
+    twice as slow with a tuple a record)."""
+    fields = [record.__dict__ for record in records]
     columns: dict[str, pa.Array] = {}
-    transposed = zip(*rows, strict=True) if rows else [()] * len(ARROW_COLUMNS)
-    for name, values in zip(ARROW_COLUMNS, transposed, strict=True):
+    for name in ARROW_COLUMNS:
+        values = [record_fields[name] for record_fields in fields]
         if name in ("start", "answer", "end"):
-            columns[name] = pa.array(values, _TIMESTAMP)
+            # epoch seconds: chDB reads UInt32 faster than timestamps (measured 10-15 % of the
+            # insert); pyarrow converts the datetimes and casts in bulk
+            columns[name] = pa.array(values, _TIMESTAMP).cast(pa.int64()).cast(_UINT32)
         elif name in ("duration", "billsec"):
             columns[name] = pa.array(values, _UINT32)
         else:
