@@ -228,6 +228,10 @@ class Ingestor:
                     batches.task_done()
         finally:
             preparer.cancel()
+            while not ready.empty():  # parsed but not written: back to JetStream at once
+                batch, _ = ready.get_nowait()
+                with contextlib.suppress(Exception):
+                    await self._reply_all([msg.reply for msg in batch], b"-NAK")
 
     async def _preparer(
         self, batches: asyncio.Queue[list[Msg]], ready: asyncio.Queue[tuple[list[Msg], Prepared | None]]
@@ -241,6 +245,10 @@ class Ingestor:
                 continue
             try:
                 prepared = await self._pool.prepare([(msg.subject, msg.data) for msg in batch])
+            except asyncio.CancelledError:  # stopping: back to JetStream at once
+                with contextlib.suppress(Exception):
+                    await self._reply_all([msg.reply for msg in batch], b"-NAK")
+                raise
             except PrepareError as exc:
                 log.warning("%s; %d records stay in JetStream", exc, len(batch))
                 await self._reply_all([msg.reply for msg in batch], _nak(1.0))
