@@ -36,10 +36,13 @@ def build_store(settings: Settings) -> CallStore:
             database=settings.clickhouse_database,
             user=settings.clickhouse_user,
             password=settings.clickhouse_password.get_secret_value(),
+            compact_after=settings.compact_after,
         )
     from .store.chdb_backend import ChdbCallStore
 
-    return ChdbCallStore(settings.chdb_path, readers=settings.chdb_readers)
+    return ChdbCallStore(
+        settings.chdb_path, readers=settings.chdb_readers, compact_after=settings.compact_after
+    )
 
 
 def build(
@@ -115,6 +118,7 @@ def build(
         counts = {
             "committed": ingestor.committed if ingestor else 0,
             "rejected": ingestor.rejected if ingestor else 0,
+            "compaction": service.store.compacts if service.store else None,
         }
         return checks, counts
 

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     #: Processes that validate and encode record batches (chDB backend; 0: a thread of the
     #: service's own process, where that work holds the GIL the event loop and searches need).
     parse_workers: int = Field(default=1, ge=0, le=8)
+    #: Seconds after which the store's engine merges the parts of a partition that are all
+    #: older than that into one (0: ClickHouse's ordinary merges only). Fewer parts make every
+    #: search faster; each compaction rewrites a partition. Needs ClickHouse 22.10+ or chDB;
+    #: an older server ignores it (health reports ``compaction``).
+    compact_after: int = Field(default=6 * 3600, ge=0)
     consumer_name: str = "cdr-ingest"
     #: Call history kept per tenant, in months (whole months are deleted); 0 keeps everything.
     retention_months: int = 36

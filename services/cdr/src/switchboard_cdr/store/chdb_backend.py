@@ -70,9 +70,12 @@ class _Connection:
 class ChdbCallStore(SqlCallStore):
     accepts_arrow = True
 
-    def __init__(self, path: str | Path, readers: int = 2) -> None:
+    def __init__(self, path: str | Path, readers: int = 2, compact_after: int = 0) -> None:
         if readers < 1:
             raise ValueError("the chDB store needs at least one reader connection")
+        if compact_after < 0:
+            raise ValueError("compact_after must be 0 (off) or a number of seconds")
+        self.compact_after = compact_after
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._connections: list[_Connection] = []

@@ -35,9 +35,13 @@ class ServerCallStore(SqlCallStore):
         password: str = "",
         connect_timeout: float = 3.0,
         send_receive_timeout: float = 30.0,
+        compact_after: int = 0,
     ) -> None:
         if not _DATABASE.fullmatch(database):
             raise ValueError(f"invalid database name {database!r}")
+        if compact_after < 0:
+            raise ValueError("compact_after must be 0 (off) or a number of seconds")
+        self.compact_after = compact_after
         self.database = database
         self._options: dict[str, Any] = {
             "host": host,
