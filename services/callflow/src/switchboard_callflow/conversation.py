@@ -170,7 +170,15 @@ class Conversations:
         watch.add(target)
         watch.add(consult_bridge)
         await ari.request("POST", f"/bridges/{consult_bridge}", {"type": "mixing,dtmf_events"})
-        await ari.request("POST", f"/bridges/{consult_bridge}/addChannel", {"channel": f"{presser},{target}"})
+        try:
+            await ari.request(
+                "POST", f"/bridges/{consult_bridge}/addChannel", {"channel": f"{presser},{target}"}
+            )
+        except AriError as exc:
+            # One of them hung up between the answer and this request (a presser who hangs up
+            # as soon as the target answers completes the transfer): the hang-up is already on
+            # the watch, and the loop below acts on it.
+            log.info("call %s: consultation bridge not joined (%s); a party left", call.channel_id, exc)
         codes = call.tenant.tenant.settings.star_codes
         typed = ""
         while True:
