@@ -504,6 +504,13 @@ class TestChdbStoreCompaction:
         for create in table_settings(chdb_store).values():
             assert "min_age_to_force_merge_seconds = 7" not in create
 
+    def test_legs_are_kept_in_small_granules_and_blocks(self, chdb_store: ChdbCallStore) -> None:
+        created = table_settings(chdb_store)
+        assert "index_granularity = 128" in created["calls_by_linkedid"]
+        assert "min_compress_block_size = 4096" in created["calls_by_linkedid"]
+        assert "max_compress_block_size = 65536" in created["calls_by_linkedid"]
+        assert "min_compress_block_size" not in created["calls_by_number"]
+
 
 class TestServerStore(StoreContract):
     @pytest.fixture
@@ -531,6 +538,7 @@ class TestServerStore(StoreContract):
             assert all(
                 "min_age_to_force_merge_seconds" not in create for create in table_settings(store).values()
             )
+            assert "index_granularity = 128" in table_settings(store)["calls_by_linkedid"]
         finally:
             store.compact_after = 0
 
