@@ -10,7 +10,8 @@ progress goes to stderr.
 Phases (``--phases``, default all four):
 
 - ``store``: ``ChdbCallStore.insert`` in batches of ``--batch`` records (rows/s, counting only
-  the insert calls), then each search kind ``--searches`` times (p50/p95/p99 in ms).
+  the insert calls), then each search kind ``--searches`` times (p50/p95/p99 in ms); then
+  (``--compact-wait``) every partition compacted to one part and the searches again.
 - ``ingest``: its own nats-server and the cdr service (``switchboard-cdr``, chDB in a temp
   folder). The records are encoded to JSON beforehand (not timed), then published to JetStream
   in windows of ``--window`` concurrent publishes. With ``--ingest-mode both`` (the default) the
@@ -20,7 +21,9 @@ Phases (``--phases``, default all four):
   record is acknowledged). The service acknowledges only after the insert is committed.
 - ``gateway``: the config service and the gateway on top, the searched tenants created through
   the API (time zone UTC), each search kind through ``GET /v1/tenants/{t}/calls`` (httpx,
-  keep-alive) and over the bus (``rpc.cdr.<tenant>.calls.search``). Needs ``ingest``.
+  keep-alive) and over the bus (``rpc.cdr.<tenant>.calls.search``). Needs ``ingest``. Then
+  (``--compact-wait``) the service stopped, its store compacted, the service started again and
+  the searches again over the bus and through the gateway.
 - ``postgres``: PostgreSQL 15 (Debian's package, installed with apt when missing) in a temp
   folder, the same rows loaded with COPY, b-tree indexes built, then the same searches in SQL
   (grouped by linkedid, newest first, 50 a page, total count) and the ratios postgres/store.
@@ -206,7 +209,8 @@ def bounded_powerlaw(u: np.ndarray, n: np.ndarray, s: float) -> np.ndarray:
     else:
         e = 1.0 - s
         ranks = np.floor(((n1**e - 1.0) * u + 1.0) ** (1.0 / e)) - 1
-    return np.minimum(np.maximum(ranks, 0), n - 1).astype(np.int64)
+    bounded: np.ndarray = np.minimum(np.maximum(ranks, 0), n - 1).astype(np.int64)
+    return bounded
 
 
 class History:
@@ -965,6 +969,35 @@ def script(name: str) -> str:
 # Phase: store --------------------------------------------------------------------------------
 
 
+def store_parts(store: Any) -> dict[str, int]:
+    """Active parts per table of a chDB store."""
+    found = store._select(
+        "SELECT table, count() FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table"
+    )
+    return {str(t): int(c) for t, c in found}
+
+
+def compact(store: Any, wait: float) -> dict[str, Any]:
+    """The service's compaction (SB_CDR_COMPACT_AFTER) with a short age: the engine merges each
+    partition's old parts into one, as it does to a running store's older data. Waits until
+    every partition is one part, at most ``wait`` seconds; then sets the age back to 0."""
+    t0 = time.perf_counter()
+    store.compact_after = 1
+    store.migrate()
+    while time.perf_counter() - t0 < wait:
+        found = store._select(
+            "SELECT max(c) FROM (SELECT count() AS c FROM system.parts"
+            " WHERE database = currentDatabase() AND active GROUP BY table, partition)"
+        )
+        if int(found[0][0]) <= 1:
+            break
+        time.sleep(2)
+    done = {"seconds": round(time.perf_counter() - t0, 1), "parts": store_parts(store)}
+    store.compact_after = 0
+    store.migrate()
+    return done
+
+
 def phase_store(
     args: argparse.Namespace,
     history: History,
@@ -987,7 +1020,7 @@ def phase_store(
         finally:
             engine["seconds"] += time.perf_counter() - t0
 
-    store._command = timed_command  # type: ignore[method-assign]
+    store._command = timed_command
     make = record_factory()
     gen_s = convert_s = insert_s = 0.0
     rows = 0
@@ -1021,10 +1054,7 @@ def phase_store(
     engine_insert_s = engine["seconds"]
 
     def parts() -> dict[str, int]:
-        found = store._select(
-            "SELECT table, count() FROM system.parts WHERE database = currentDatabase() AND active GROUP BY table"
-        )
-        return {str(t): int(c) for t, c in found}
+        return store_parts(store)
 
     parts_after_insert = parts()
     # Let background merges run as they would in production before searching (bounded wait).
@@ -1070,20 +1100,7 @@ def phase_store(
     log("store: searching")
     result["search"], totals = run_searches(searches, run_one)
     if args.compact_wait > 0:
-        # The service's compaction (SB_CDR_COMPACT_AFTER) with a short age: the engine merges
-        # each partition's old parts into one, as it does to a running store's older data.
-        t0 = time.perf_counter()
-        store.compact_after = 1
-        store.migrate()
-        while time.perf_counter() - t0 < args.compact_wait:
-            found = store._select(
-                "SELECT max(c) FROM (SELECT count() AS c FROM system.parts"
-                " WHERE database = currentDatabase() AND active GROUP BY table, partition)"
-            )
-            if int(found[0][0]) <= 1:
-                break
-            time.sleep(2)
-        result["compaction"] = {"seconds": round(time.perf_counter() - t0, 1), "parts": parts()}
+        result["compaction"] = compact(store, args.compact_wait)
         log(f"store: compacted {result['compaction']}; searching again")
         result["search_compacted"], compacted_totals = run_searches(searches, run_one)
         result["compacted_total_mismatches"] = compare_totals(totals, compacted_totals)
@@ -1414,11 +1431,11 @@ async def ingest_async(
             progress = []
             t0 = time.perf_counter()
             ready_s = await asyncio.to_thread(platform.start_cdr)
-            cpu0 = (cpu_seconds(platform.cdr.pid), cpu_seconds(platform.nats.pid))
+            drain0 = (cpu_seconds(platform.cdr.pid), cpu_seconds(platform.nats.pid))
             done = await wait_consumed(
                 js, CALL_RECORDS_STREAM, durable, last_seq, args.ingest_timeout, progress
             )
-            cpu1 = (cpu_seconds(platform.cdr.pid), cpu_seconds(platform.nats.pid))
+            drain1 = (cpu_seconds(platform.cdr.pid), cpu_seconds(platform.nats.pid))
             result["backlog"] = {
                 "records": n,
                 "publish_seconds_uncontended": round(publish_s, 2),
@@ -1429,8 +1446,8 @@ async def ingest_async(
                 "drain_rate_from_ready": round(n / max(done - t0 - ready_s, 1e-9)),
                 "sustained_rate_10_90": sustained_rate(progress, base, n),
                 "cpu_seconds_after_ready": {
-                    "cdr": round(cpu1[0] - cpu0[0], 1),
-                    "nats_server": round(cpu1[1] - cpu0[1], 1),
+                    "cdr": round(drain1[0] - drain0[0], 1),
+                    "nats_server": round(drain1[1] - drain0[1], 1),
                 },
             }
             log(f"ingest: {result['backlog']}")
@@ -1578,6 +1595,36 @@ def gateway_searches(
         result, totals = run_searches(searches, run_one)
     result["tenants_created"] = len(tenants)
     return result, totals
+
+
+def compacted_searches(
+    args: argparse.Namespace,
+    platform: Platform,
+    searches: dict[str, list[dict[str, Any]]],
+    report: dict[str, Any],
+    totals: dict[str, dict[str, list[int]]],
+) -> None:
+    """The service stopped, its store compacted (``compact``), the service started again, and
+    the searches run again over the bus and through the gateway: the figures of a running
+    platform's older history, which the service's own compaction keeps in one part."""
+    from switchboard_cdr.store.chdb_backend import ChdbCallStore
+
+    log("compacting the service's store (service stopped)")
+    if platform.cdr.proc is not None:
+        platform.cdr.stop()
+    store = ChdbCallStore(platform.work / "cdr-chdb")
+    try:
+        report["ingest"]["service_compaction"] = compact(store, args.compact_wait)
+    finally:
+        store.close()
+    log(f"compacted {report['ingest']['service_compaction']}; starting the service again")
+    platform.start_cdr()
+    report["bus"]["search_compacted"], totals["bus_compacted"] = asyncio.run(bus_searches(platform, searches))
+    if platform.gateway is not None:
+        log("gateway: searching again")
+        report["gateway"]["search_compacted"], totals["gateway_compacted"] = gateway_searches(
+            platform, searches
+        )
 
 
 def count_service_store(path: Path) -> dict[str, int]:
@@ -1957,6 +2004,10 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         out["gateway_search_p95_25ms"] = {
             kind: report["gateway"]["search"][kind]["p95_ms"] <= 25 for kind in SEARCH_KINDS
         }
+    if (report.get("gateway") or {}).get("search_compacted"):
+        out["gateway_search_compacted_p95_25ms"] = {
+            kind: report["gateway"]["search_compacted"][kind]["p95_ms"] <= 25 for kind in SEARCH_KINDS
+        }
     return out
 
 
@@ -1990,8 +2041,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compact-wait",
         type=float,
         default=900,
-        help="store phase: then compact every partition to one part (at most this many seconds)"
-        " and search again; 0 skips it",
+        help="then compact every partition to one part (at most this many seconds) and search"
+        " again: the store phase its store; with ingest, the service's store (service stopped"
+        " meanwhile), searched over the bus and through the gateway; 0 skips it",
     )
     parser.add_argument("--generate-only", action="store_true", help="only time the generator")
     args = parser.parse_args(argv)
@@ -2103,6 +2155,12 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as exc:
                         report["errors"]["gateway"] = f"{exc.__class__.__name__}: {exc}"
                         log(f"gateway failed: {exc!r}")
+                if args.compact_wait > 0:
+                    try:
+                        compacted_searches(args, platform, searches, report, totals)
+                    except Exception as exc:
+                        report["errors"]["compacted"] = f"{exc.__class__.__name__}: {exc}"
+                        log(f"searches after compaction failed: {exc!r}")
                 platform.stop()
                 try:
                     report["ingest"]["service_store_after"] = count_service_store(platform.work / "cdr-chdb")

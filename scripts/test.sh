@@ -16,7 +16,7 @@ echo "== ruff"
 ruff check .
 ruff format --check .
 echo "== mypy"
-mypy contracts/src services/*/src scripts
+mypy contracts/src services/*/src scripts bench
 echo "== asyncapi drift"
 python scripts/gen_asyncapi.py --check
 echo "== asterisk"
