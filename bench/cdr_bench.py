@@ -977,6 +977,15 @@ def store_parts(store: Any) -> dict[str, int]:
     return {str(t): int(c) for t, c in found}
 
 
+def active_bytes(store: Any) -> int:
+    """Bytes on disk of the active parts (the folder also holds parts that merges replaced,
+    until the engine deletes them, minutes later)."""
+    found = store._select(
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = currentDatabase() AND active"
+    )
+    return int(found[0][0])
+
+
 def compact(store: Any, wait: float) -> dict[str, Any]:
     """The service's compaction (SB_CDR_COMPACT_AFTER) with a short age: the engine merges each
     partition's old parts into one, as it does to a running store's older data. Waits until
@@ -992,7 +1001,11 @@ def compact(store: Any, wait: float) -> dict[str, Any]:
         if int(found[0][0]) <= 1:
             break
         time.sleep(2)
-    done = {"seconds": round(time.perf_counter() - t0, 1), "parts": store_parts(store)}
+    done = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "parts": store_parts(store),
+        "active_parts_bytes": active_bytes(store),
+    }
     store.compact_after = 0
     store.migrate()
     return done
@@ -1085,6 +1098,7 @@ def phase_store(
         "parts_at_search": parts_at_search,
         "settle_seconds": round(time.perf_counter() - t0, 1),
         "disk_bytes": dir_size(path),
+        "active_parts_bytes": active_bytes(store),
     }
     log(f"store: {result}")
     searches = searches_ready()
