@@ -1033,7 +1033,7 @@ def phase_store(
         finally:
             engine["seconds"] += time.perf_counter() - t0
 
-    store._command = timed_command
+    store._command = timed_command  # type: ignore[method-assign]
     make = record_factory()
     gen_s = convert_s = insert_s = 0.0
     rows = 0

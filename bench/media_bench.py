@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import nats  # noqa: E402
+import switchboard_media.audio as audio  # noqa: E402
 from switchboard_contracts.sounds import (  # noqa: E402
     MAX_READ_CHUNK,
     UPLOADS_BUCKET,
@@ -70,7 +71,6 @@ from switchboard_contracts.sounds import (  # noqa: E402
     SoundVariant,
 )
 from switchboard_contracts.subjects import media_rpc  # noqa: E402
-from switchboard_media import audio  # noqa: E402
 from switchboard_media.storage import ObjectStore, object_key, object_prefix  # noqa: E402
 
 from tests.support import Platform, free_port, port_open  # noqa: E402
@@ -357,8 +357,8 @@ def bench_s3(
         started = time.perf_counter()
         received = 0
         with store.open_range(key) as reader:
-            for chunk in reader:
-                received += len(chunk)
+            for block in reader:
+                received += len(block)
         get_s = time.perf_counter() - started
         if received != large_bytes:
             raise BenchError(f"large get returned {received} of {large_bytes} bytes")
