@@ -11,7 +11,9 @@ Phases (``--phases``, default all four):
 
 - ``store``: ``ChdbCallStore.insert`` in batches of ``--batch`` records (rows/s, counting only
   the insert calls), then each search kind ``--searches`` times (p50/p95/p99 in ms); then
-  (``--compact-wait``) every partition compacted to one part and the searches again.
+  (``--compact-wait``) every partition compacted to one part and the searches again; then
+  (``--later-pages``) the next pages of each search, as the store reads them (the window read)
+  and through the grouped read alone, compared.
 - ``ingest``: its own nats-server and the cdr service (``switchboard-cdr``, chDB in a temp
   folder). The records are encoded to JSON beforehand (not timed), then published to JetStream
   in windows of ``--window`` concurrent publishes. With ``--ingest-mode both`` (the default) the
@@ -852,6 +854,47 @@ def run_searches(
     return result, totals
 
 
+def later_pages(
+    store: Any, prepared: dict[str, list[tuple[dict[str, Any], Any]]], pages: int
+) -> dict[str, Any]:
+    """Pages 2 to ``pages + 1`` of each search (following ``next_cursor``), each timed twice: as
+    the store reads it (the window read, ``queries.window_page``) and through the grouped read
+    alone (the window turned off), and the two pages compared."""
+    from switchboard_cdr.store import queries
+
+    windowed = queries.window_page
+    result: dict[str, Any] = {}
+    for kind in SEARCH_KINDS:
+        if kind == "linkedid":
+            continue
+        window_s: list[float] = []
+        grouped_s: list[float] = []
+        mismatches = 0
+        for item, request in prepared[kind]:
+            date_from, date_to = request.utc_range()
+            parsed = request.parsed()
+            cursor = store.search(item["tenant"], parsed, date_from, date_to, None, PAGE_LIMIT).next_cursor
+            for _ in range(pages):
+                if cursor is None:
+                    break
+                t0 = time.perf_counter()
+                page = store.search(item["tenant"], parsed, date_from, date_to, cursor, PAGE_LIMIT)
+                window_s.append(time.perf_counter() - t0)
+                queries.window_page = lambda *args, **kwargs: None
+                try:
+                    t0 = time.perf_counter()
+                    grouped = store.search(item["tenant"], parsed, date_from, date_to, cursor, PAGE_LIMIT)
+                    grouped_s.append(time.perf_counter() - t0)
+                finally:
+                    queries.window_page = windowed
+                same = [g.linkedid for g in page.items] == [g.linkedid for g in grouped.items]
+                mismatches += not (same and page.next_cursor == grouped.next_cursor)
+                cursor = page.next_cursor
+        result[kind] = {"window": stats(window_s), "grouped": stats(grouped_s), "mismatches": mismatches}
+        log(f"  later pages {kind}: {result[kind]}")
+    return result
+
+
 def compare_totals(reference: dict[str, list[int]], other: dict[str, list[int]]) -> dict[str, int]:
     return {
         kind: sum(1 for a, b in zip(reference[kind], other.get(kind, []), strict=False) if a != b)
@@ -1118,6 +1161,9 @@ def phase_store(
         log(f"store: compacted {result['compaction']}; searching again")
         result["search_compacted"], compacted_totals = run_searches(searches, run_one)
         result["compacted_total_mismatches"] = compare_totals(totals, compacted_totals)
+    if args.later_pages > 0:
+        log("store: later pages")
+        result["later_pages"] = later_pages(store, prepared, args.later_pages)
     store.close()
     if not args.keep:
         shutil.rmtree(path, ignore_errors=True)
@@ -2058,6 +2104,12 @@ def main(argv: list[str] | None = None) -> int:
         help="then compact every partition to one part (at most this many seconds) and search"
         " again: the store phase its store; with ingest, the service's store (service stopped"
         " meanwhile), searched over the bus and through the gateway; 0 skips it",
+    )
+    parser.add_argument(
+        "--later-pages",
+        type=int,
+        default=3,
+        help="store phase, at the end: pages 2 to N+1 of each search, window read against grouped read; 0 skips it",
     )
     parser.add_argument("--generate-only", action="store_true", help="only time the generator")
     args = parser.parse_args(argv)

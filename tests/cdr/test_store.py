@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -346,6 +347,164 @@ class StoreContract:
 
         exact = search(store, calls.tenant_id, "101", limit=23)
         assert exact.next_cursor is None and len(exact.items) == 23
+
+    @pytest.mark.parametrize("window", ["default", "tight"])
+    def test_every_page_matches_a_model_of_the_search(
+        self, store: SqlCallStore, window: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Random calls of several legs (a number on one or more of them, legs on both sides of
+        the range's ends, redelivered legs), every page of every search kind walked with small
+        pages, against a model written from the search's definition: calls with a matching leg in
+        the range, ordered by their first such leg's start, then linkedid, newest first. Later
+        pages come from the window read (``window_page``) where it can place them, else from the
+        grouped read: both must give the model's calls, and the window must have been used."""
+        if window == "tight":  # windows too small to place a page often: the fallback runs
+            monkeypatch.setattr(queries, "WINDOW_ROWS_PER_CALL", 1)
+            monkeypatch.setattr(queries, "WINDOW_EXTRA_CALLS", 0)
+        placed = {"window": 0, "grouped": 0}
+        window_page = queries.window_page
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            found = window_page(*args, **kwargs)
+            placed["window" if found is not None else "grouped"] += 1
+            return found
+
+        monkeypatch.setattr(queries, "window_page", counted)
+        rng = random.Random(7)
+        calls = Calls(new_tenant())
+        externals = ["+79160000001", "+79160000002", "+74950000003"]
+        extensions = ["101", "102", "103"]
+        for i in range(30):
+            linkedid = f"{1710400000 + i}.{i}"
+            start = T0 + timedelta(minutes=rng.randrange(0, 48 * 60))
+            outside = rng.choice(externals)
+            for j in range(rng.randint(1, 4)):
+                at = start + timedelta(minutes=rng.choice([0, 1, 5, 90, 600]) * j)
+                inside = rng.choice(extensions)
+                caller, called = (outside, inside) if rng.random() < 0.7 else (inside, outside)
+                account = {"called_account": rng.choice(extensions)} if rng.random() < 0.2 else {}
+                calls.leg(linkedid, caller, called, at=at, answered=rng.random() < 0.6, **account)
+        store.insert(calls.records)
+        store.insert(rng.sample(calls.records, 10))  # redelivered
+
+        def numbers(value: str | None) -> str:
+            return (value or "").lstrip("+")
+
+        def matches(query: ParsedQuery, leg: CallRecord) -> bool:
+            sides = [numbers(leg.caller_number), leg.caller_account or ""]
+            other = [numbers(leg.called_number), leg.called_account or ""]
+            if query.kind == QueryKind.NUMBER:
+                return query.numbers[0] in sides + other
+            if query.kind == QueryKind.PAIR:
+                return leg.disposition == "answered" and any(
+                    {a, b} == set(query.numbers) for a in sides for b in other
+                )
+            return True
+
+        def model(query: ParsedQuery, low: datetime, high: datetime) -> list[str]:
+            first: dict[str, tuple[datetime, str]] = {}
+            for leg in calls.records:
+                if matches(query, leg) and low <= leg.start < high:
+                    key = (leg.start, leg.linkedid)
+                    first[leg.linkedid] = min(first.get(leg.linkedid, key), key)
+            return [linkedid for _, linkedid in sorted(first.values(), reverse=True)]
+
+        legs_of: dict[str, set[str]] = {}
+        for leg in calls.records:
+            legs_of.setdefault(leg.linkedid, set()).add(leg.leg_id)
+        ranges = [(T0 - DAY, T0 + 4 * DAY), (T0 + timedelta(hours=10), T0 + timedelta(hours=30))]
+        for text in ("", "101", "79160000001", "101 79160000001", "102 74950000003"):
+            query = parse_call_query(text)
+            for low, high in ranges:
+                want = model(query, low, high)
+                for limit in (1, 3, 7):
+                    seen: list[str] = []
+                    cursor = None
+                    for _ in range(len(want) + 2):
+                        page = store.search(calls.tenant_id, query, low, high, cursor=cursor, limit=limit)
+                        assert page.total == len(want), (text, low, limit)
+                        assert all({leg.leg_id for leg in g.legs} == legs_of[g.linkedid] for g in page.items)
+                        seen += linkedids(page)
+                        cursor = page.next_cursor
+                        if cursor is None:
+                            break
+                        assert len(page.items) == limit
+                    assert cursor is None and seen == want, (text, low, limit)
+        assert placed["window"] > 0
+        if window == "tight":
+            assert placed["grouped"] > 0
+
+    def test_later_pages_wait_for_calls_that_reach_back_past_the_window(self, store: SqlCallStore) -> None:
+        """Calls whose newest legs fill the window but whose first leg is older than calls the
+        window did not read must not be placed before those calls; an unanswered leg between the
+        two numbers of a pair does not count for the pair's order."""
+        calls = Calls(new_tenant())
+        for i in range(2):  # the first page
+            calls.leg(f"1.{i}", "+79160000001", "101", at=T0 + timedelta(hours=20, minutes=i))
+        for i in range(15):  # first leg at T0, the last one just before the first page
+            calls.leg(f"2.{i}", "+79160000002", "101", at=T0 + timedelta(seconds=i))
+            calls.leg(f"2.{i}", "101", "102", at=T0 + timedelta(hours=19, minutes=59, seconds=i))
+        for i in range(3):  # older than the long calls' last legs, newer than their first
+            calls.leg(f"3.{i}", "+79160000003", "101", at=T0 + timedelta(hours=5 + i))
+        # pair 101 / +79160000004: P rang unanswered at 1 h and was answered at 3 h; Q at 2 h
+        calls.leg("4.1", "101", "+79160000004", at=T0 + timedelta(hours=1), answered=False)
+        calls.leg("4.1", "101", "+79160000004", at=T0 + timedelta(hours=3))
+        calls.leg("4.2", "+79160000004", "101", at=T0 + timedelta(hours=2))
+        for i in range(2):
+            calls.leg(f"5.{i}", "101", "+79160000004", at=T0 + timedelta(hours=10 + i))
+        store.insert(calls.records)
+
+        def walk(query: str, limit: int) -> list[str]:
+            seen: list[str] = []
+            cursor = None
+            for _ in range(40):
+                page = search(store, calls.tenant_id, query, T0 - DAY, T0 + DAY, cursor=cursor, limit=limit)
+                seen += linkedids(page)
+                cursor = page.next_cursor
+                if cursor is None:
+                    return seen
+            raise AssertionError(f"more pages than calls: {seen}")
+
+        longs = [f"2.{i}" for i in reversed(range(15))]
+        expected = ["1.1", "1.0", "5.1", "5.0", "3.2", "3.1", "3.0", "4.2", "4.1", *longs]
+        for limit in (1, 2, 3, 5):
+            assert walk("101", limit) == expected, limit
+        assert walk("101 79160000004", 1) == ["5.1", "5.0", "4.1", "4.2"]
+
+    def test_leg_matching_in_python_agrees_with_the_views(self, store: SqlCallStore) -> None:
+        """``queries.leg_matcher`` (used to order later pages) decides as the materialized views
+        that fill the lookup tables: numbers with and without +, employee accounts on either
+        side, unanswered legs, a number calling itself."""
+        rng = random.Random(11)
+        calls = Calls(new_tenant())
+        pool = ["101", "102", "+79160000001", "79160000001", "+74950000002"]
+        for i in range(80):
+            account = {}
+            if rng.random() < 0.4:
+                account[rng.choice(["caller_account", "called_account"])] = rng.choice(["101", "102"])
+            calls.leg(f"7.{i}", rng.choice(pool), rng.choice(pool), answered=rng.random() < 0.5, **account)
+        store.insert(calls.records)
+        tenant = sql_string(calls.tenant_id)
+        for number in ("101", "102", "79160000001", "74950000002"):
+            query = ParsedQuery(kind=QueryKind.NUMBER, numbers=(number,))
+            stored = {
+                leg_id
+                for (leg_id,) in store._select(
+                    f"SELECT leg_id FROM calls_by_number WHERE tenant_id = {tenant} AND number = '{number}'"  # noqa: S608
+                )
+            }
+            assert stored == {leg.leg_id for leg in calls.records if queries.leg_matcher(query)(leg)}, number
+        for pair in (("101", "102"), ("101", "79160000001"), ("74950000002", "79160000001")):
+            query = ParsedQuery(kind=QueryKind.PAIR, numbers=pair)
+            stored = {
+                leg_id
+                for (leg_id,) in store._select(
+                    f"SELECT leg_id FROM calls_by_pair WHERE tenant_id = {tenant}"  # noqa: S608
+                    f" AND number_a = '{pair[0]}' AND number_b = '{pair[1]}'"
+                )
+            }
+            assert stored == {leg.leg_id for leg in calls.records if queries.leg_matcher(query)(leg)}, pair
+            assert stored, pair
 
     def test_bad_cursor(self, store: SqlCallStore) -> None:
         tenant = new_tenant()

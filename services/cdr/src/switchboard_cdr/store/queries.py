@@ -18,6 +18,14 @@ A search runs as at most two primary-key range reads:
    in Python (newest version of each leg_id), so a redelivered leg never shows twice.
 
 A linkedid search is the second read alone.
+
+A later page (a cursor) does not group every older call again: it reads the newest matching
+rows before the cursor (``window_sql``: the end of a primary-key range, in key order, with a
+LIMIT), fetches the legs of the calls they belong to and orders those calls by their exact
+first matching leg, computed from the legs (``leg_matcher``, the views' matching in Python). A
+call is placed on the page only when no call outside what was read can come before it; when the
+window cannot prove that for a whole page (a call reaching back further than the window), the
+page comes from the grouped read above. See ``window_page``.
 """
 
 # Every value in this module's SQL goes through the sql_* renderers below (validated, escaped).
@@ -193,6 +201,17 @@ def count_sql(source: str) -> str:
     return f"SELECT uniqExact(linkedid) {source}"
 
 
+def window_sql(source: str, cursor: Cursor, rows: int) -> str:
+    """The newest ``rows`` matching rows at or before the cursor's start, newest first (the
+    lookup tables' key order read backwards: ``start, linkedid, leg_id`` follow the key prefix
+    of ``match_source``)."""
+    return (
+        f"SELECT linkedid, toUInt32(start) {source}"
+        f" AND start <= {sql_datetime(from_epoch(cursor.start))}"
+        f" ORDER BY start DESC, linkedid DESC, leg_id DESC LIMIT {sql_int(rows)}"
+    )
+
+
 def legs_sql(tenant_id: str, linkedids: Sequence[str]) -> str:
     """All legs of the given calls, whatever their dates, every stored copy of a redelivered leg
     with its version (``fetch_groups`` keeps the newest: deduplicating here, with ORDER BY and
@@ -302,6 +321,103 @@ def fetch_groups(select: Select, tenant_id: str, linkedids: Sequence[str]) -> li
     return [group_legs(linkedid, legs) for linkedid, legs in by_call.items() if legs]
 
 
+# Later pages ----------------------------------------------------------------------------------
+
+#: Rows read per call of a later page (``window_page``): calls have a few legs each, and a number
+#: is on one to three of them.
+WINDOW_ROWS_PER_CALL = 4
+#: Calls of the window whose legs are fetched beyond the page (and the one after it).
+WINDOW_EXTRA_CALLS = 8
+
+
+def _lookup_number(value: str | None) -> str:
+    """A number as the lookup tables keep it (``schema``): the leading + dropped."""
+    return (value or "").replace("+", "", 1)
+
+
+def leg_matcher(query: ParsedQuery) -> Callable[[CallLeg], bool]:
+    """Whether a leg is one of the rows ``match_source`` reads (the materialized views' rules in
+    ``schema``): a number on either side (numbers and employee accounts), an answered leg between
+    the two numbers of a pair, or any leg."""
+    if query.kind == QueryKind.ALL:
+        return lambda leg: True
+    if query.kind == QueryKind.NUMBER:
+        number = query.numbers[0]
+
+        def has_number(leg: CallLeg) -> bool:
+            sides = (leg.caller_number, leg.called_number)
+            return number in {_lookup_number(value) for value in sides} or number in (
+                leg.caller_account,
+                leg.called_account,
+            )
+
+        return has_number
+    if query.kind == QueryKind.PAIR:
+        pair = tuple(sorted(query.numbers))  # two different numbers (``parse_call_query``)
+
+        def between(leg: CallLeg) -> bool:
+            if leg.disposition != Disposition.ANSWERED:
+                return False
+            calling = (_lookup_number(leg.caller_number), leg.caller_account or "")
+            called = (_lookup_number(leg.called_number), leg.called_account or "")
+            return any(tuple(sorted((a, b))) == pair for a in calling for b in called if a and b)
+
+        return between
+    raise ValueError(f"no leg matching for a {query.kind.value} search")
+
+
+def window_page(
+    select: Select,
+    tenant_id: str,
+    query: ParsedQuery,
+    source: str,
+    date_from: datetime,
+    date_to: datetime,
+    cursor: Cursor,
+    limit: int,
+) -> list[tuple[tuple[int, str], CallGroup]] | None:
+    """The calls after ``cursor`` in page order, with their sort keys (first matching leg's
+    start, linkedid): at least ``limit + 1`` of them, or all that are left; None when the window
+    cannot place a whole page (the caller then groups every call).
+
+    Every call with a row in the window has its first matching start at or before its oldest
+    row there (``bound``); the legs of the calls with the highest bounds give the exact start.
+    A call without any row in the window has every row older than the window's last, so it comes
+    after that row's call; a call whose legs were not fetched comes after the best such bound.
+    A fetched call whose exact key is above both is certain."""
+    wanted = WINDOW_ROWS_PER_CALL * (limit + 1)
+    rows = select(window_sql(source, cursor, wanted))
+    bound: dict[str, int] = {}
+    for linkedid, start in rows:  # newest first: the last start seen is the call's oldest
+        bound[str(linkedid)] = int(start)
+    ranked = sorted(((start, linkedid) for linkedid, start in bound.items()), reverse=True)
+    fetched = ranked[: limit + 1 + WINDOW_EXTRA_CALLS]
+    floor: tuple[int, str] | None = None
+    if len(rows) >= wanted:
+        floor = (int(rows[-1][1]), str(rows[-1][0]))
+    if len(ranked) > len(fetched):
+        floor = max(floor, ranked[len(fetched)]) if floor else ranked[len(fetched)]
+    groups = {group.linkedid: group for group in fetch_groups(select, tenant_id, [lid for _, lid in fetched])}
+    matches = leg_matcher(query)
+    low, high = epoch(date_from), epoch(date_to)
+    placed: list[tuple[tuple[int, str], CallGroup]] = []
+    for start_bound, linkedid in fetched:
+        group = groups.get(linkedid)
+        if group is None:
+            return None  # lookup rows without legs: the grouped read decides
+        starts = [epoch(leg.start) for leg in group.legs if matches(leg)]
+        starts = [start for start in starts if low <= start < high]
+        if not starts or min(starts) > start_bound:
+            return None  # lookup rows and legs disagree: the grouped read decides
+        key = (min(starts), linkedid)
+        if key < (cursor.start, cursor.linkedid) and (floor is None or key > floor):
+            placed.append((key, group))
+    placed.sort(key=lambda item: item[0], reverse=True)
+    if floor is not None and len(placed) <= limit:
+        return None
+    return placed
+
+
 # The search -----------------------------------------------------------------------------------
 
 
@@ -329,6 +445,16 @@ def search(
         raise ValueError("date_from must be before date_to")
     position = Cursor.decode(cursor) if cursor is not None else None
     source = match_source(tenant_id, query, date_from, date_to)
+    if position is not None:
+        placed = window_page(select, tenant_id, query, source, date_from, date_to, position, limit)
+        if placed is not None:
+            next_cursor = None
+            if len(placed) > limit:
+                (last_start, last_linkedid), _ = placed[limit - 1]
+                next_cursor = Cursor(last_start, last_linkedid, position.total).encode()
+            return CallSearchPage.model_construct(
+                items=[group for _, group in placed[:limit]], total=position.total, next_cursor=next_cursor
+            )
     rows, before_limit = select_counted(page_sql(source, position, limit))
     page = [(str(linkedid), int(first_start)) for linkedid, first_start in rows]
     if position is not None:
