@@ -408,11 +408,13 @@ def window_page(
         group = groups.get(linkedid)
         if group is None:
             return None  # lookup rows without legs: the grouped read decides
-        starts = [epoch(leg.start) for leg in group.legs if matches(leg)]
-        starts = [start for start in starts if low <= start < high]
-        if not starts or min(starts) > start_bound:
+        first = min(
+            (start for leg in group.legs if matches(leg) and low <= (start := epoch(leg.start)) < high),
+            default=None,
+        )
+        if first is None or first > start_bound:
             return None  # lookup rows and legs disagree: the grouped read decides
-        key = (min(starts), linkedid)
+        key = (first, linkedid)
         if key < (cursor.start, cursor.linkedid) and (floor is None or key > floor):
             placed.append((key, group))
     placed.sort(key=lambda item: item[0], reverse=True)
