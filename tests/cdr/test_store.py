@@ -358,6 +358,7 @@ class StoreContract:
         the range, ordered by their first such leg's start, then linkedid, newest first. Later
         pages come from the window read (``window_page``) where it can place them, else from the
         grouped read: both must give the model's calls, and the window must have been used."""
+        monkeypatch.setattr(queries, "WINDOW_MIN_TOTAL", 0)  # the window read for every later page
         if window == "tight":  # windows too small to place a page often: the fallback runs
             monkeypatch.setattr(queries, "WINDOW_ROWS_PER_CALL", 1)
             monkeypatch.setattr(queries, "WINDOW_EXTRA_CALLS", 0)
@@ -434,10 +435,47 @@ class StoreContract:
         if window == "tight":
             assert placed["grouped"] > 0
 
-    def test_later_pages_wait_for_calls_that_reach_back_past_the_window(self, store: SqlCallStore) -> None:
+    def test_later_pages_of_few_calls_come_from_the_grouped_read(
+        self, store: SqlCallStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Searches of at most WINDOW_MIN_TOTAL calls page with the grouped read; above it, later
+        pages try the window read. Either way the pages are the same."""
+        window_page = queries.window_page
+        tried: list[int] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            tried.append(1)
+            return window_page(*args, **kwargs)
+
+        monkeypatch.setattr(queries, "window_page", counted)
+        calls = Calls(new_tenant())
+        for i in range(12):
+            calls.leg(f"{1710500000 + i}.{i}", "+79160000001", "101", at=T0 + timedelta(minutes=7 * i))
+        store.insert(calls.records)
+        want = [f"{1710500000 + i}.{i}" for i in reversed(range(12))]
+
+        def walk() -> list[str]:
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = search(store, calls.tenant_id, "101", limit=5, cursor=cursor)
+                assert page.total == 12
+                seen += linkedids(page)
+                cursor = page.next_cursor
+                if cursor is None:
+                    return seen
+
+        assert walk() == want and not tried  # 12 calls: at most WINDOW_MIN_TOTAL (the default)
+        monkeypatch.setattr(queries, "WINDOW_MIN_TOTAL", 11)
+        assert walk() == want and len(tried) == 2  # pages 2 and 3 tried the window
+
+    def test_later_pages_wait_for_calls_that_reach_back_past_the_window(
+        self, store: SqlCallStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Calls whose newest legs fill the window but whose first leg is older than calls the
         window did not read must not be placed before those calls; an unanswered leg between the
         two numbers of a pair does not count for the pair's order."""
+        monkeypatch.setattr(queries, "WINDOW_MIN_TOTAL", 0)
         calls = Calls(new_tenant())
         for i in range(2):  # the first page
             calls.leg(f"1.{i}", "+79160000001", "101", at=T0 + timedelta(hours=20, minutes=i))
