@@ -334,10 +334,10 @@ WINDOW_ROWS_PER_CALL = 4
 WINDOW_EXTRA_CALLS = 2
 #: Later pages of searches with at most this many calls come from the grouped read: grouping a
 #: few hundred calls costs less than the window read and its legs (measured at 100M rows, compacted,
-#: later pages of rare numbers with 50-200 calls over a year: 16.0 / 17.4 ms p50 / p95 grouped,
-#: 17.3 / 20.6 by the window; of pairs with about 400 calls, equal). The window read's cost does
-#: not grow with the result, the grouped read's does (popular numbers, 42,000 calls at 10M rows:
-#: 9.1 against 12.8 ms p50).
+#: later pages of rare numbers with 50-200 calls over a year: 13.6 / 14.6 ms p50 / p95 grouped,
+#: 14.6 / 16.1 by the window, read just before; of pairs with about 400 calls, equal). The window
+#: read's cost does not grow with the result, the grouped read's does (popular numbers, 380,000
+#: calls at 100M rows: 9.3 against 36.3 ms p50).
 WINDOW_MIN_TOTAL = 1000
 
 
