@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -674,38 +671,6 @@ class TestChdbStore(StoreContract):
             done, _ = wait(pages, timeout=30)
             assert len(done) == 2, "a search waited for the writer connection"
             assert [linkedids(page.result()) for page in pages] == [["1710406800.1"], ["1710406800.2"]]
-
-
-FIRST_INSERT = """
-import sys
-from datetime import UTC, datetime
-from switchboard_cdr.store.chdb_backend import ChdbCallStore
-from switchboard_contracts.cdr import CallRecord
-
-store = ChdbCallStore(sys.argv[1])
-store.migrate()
-at = datetime(2024, 3, 14, 9, 0, tzinfo=UTC)
-record = CallRecord(tenant_id="acme", linkedid="1710406800.1", leg_id="1710406800.1-1", start=at,
-                    end=at, caller_number="101", called_number="102", disposition="no_answer",
-                    duration=0, billsec=0)
-before = set(sys.modules)
-store.insert([record])
-assert store._select("SELECT count() FROM calls")[0][0] == 1
-print(" ".join(sorted({name.split(".")[0] for name in set(sys.modules) - before if "pandas" in name})))
-"""
-
-
-def test_the_first_insert_imports_nothing_heavy(tmp_path: Path) -> None:
-    """chDB imports pandas the first time a query reads a Python object (about 0.9 s holding
-    the GIL, which froze the service's event loop at the first insert after each start): the
-    store does that when it opens. Run in a process of its own, where nothing imported pandas
-    before."""
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_INSERT, str(tmp_path / "store")],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "", f"the first insert imported {done.stdout.strip()}"
 
 
 def table_settings(store: SqlCallStore) -> dict[str, str]:

@@ -84,7 +84,6 @@ class ChdbCallStore(SqlCallStore):
             self._writer = self._open()
             for _ in range(readers):
                 self._idle_readers.put(self._open())
-            self._warm_up_inserts()
         except Exception as exc:
             self.close()
             raise StoreError(f"chDB could not open {self.path}: {exc}") from exc
@@ -93,15 +92,6 @@ class ChdbCallStore(SqlCallStore):
         connection = _Connection(self.path)
         self._connections.append(connection)
         return connection
-
-    def _warm_up_inserts(self) -> None:
-        """Read an empty Arrow table through ``Python()`` once. chDB imports pandas the first
-        time a query reads a Python object (measured 0.86 s, holding the GIL): done here, at
-        start, instead of in the first insert, where it froze the service's event loop (no
-        records taken in or acknowledged, no search answered) after every start."""
-        warm_up = pa.table({"x": pa.array([], pa.uint32())})  # read by name by Python(warm_up)
-        self._writer.query("SELECT count() FROM Python(warm_up)", "TabSeparated")
-        del warm_up
 
     def _read(self, sql: str, fmt: str) -> str:
         reader = self._idle_readers.get()  # waits while every reader is busy
