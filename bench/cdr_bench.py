@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import os
 import random
 import resource
@@ -985,8 +986,9 @@ def tree_cpu_delta(
     before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]
 ) -> dict[str, float]:
     """The process's and its children's CPU seconds between two ``tree_cpu`` readings (a child
-    started in between counts from 0)."""
-    children = sum(cpu - before[1].get(child, 0.0) for child, cpu in after[1].items() if cpu == cpu)
+    started in between counts from 0; one that ended in between, or could not be read, is
+    left out)."""
+    children = sum(cpu - before[1].get(child, 0.0) for child, cpu in after[1].items() if not math.isnan(cpu))
     return {"main": round(after[0] - before[0], 1), "children": round(children, 1)}
 
 
